@@ -1,0 +1,1 @@
+"""HTTP routes: customer (API.md §4), admin (§5), health."""

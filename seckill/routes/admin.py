@@ -1,0 +1,94 @@
+"""Admin API (API.md §5): create, update and read sales. Bearer token on every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from seckill import errors, keys
+from seckill.auth import check_admin
+from seckill.events import publish_sale_changed
+from seckill.middleware import json_response
+from seckill.routes.validate import integer, json_object, path_id
+from seckill.sales import admin_view, now_ms
+from seckill.scripts import SalePut
+from seckill.state import ADMIN_TOKEN, RUNTIME
+from seckill.timefmt import parse_rfc3339
+
+ADMIN_BODY_LIMIT = 16 * 1024
+#: stays exact in Lua's doubles (2^53) with room to spare.
+MAX_STOCK = 10**12
+MAX_PER_USER_LIMIT = 1_000_000
+MAX_NAME = 200
+SALE_FIELDS = frozenset({"name", "stock", "starts_at", "ends_at", "per_user_limit"})
+
+routes = web.RouteTableDef()
+
+
+def _admin(request: web.Request) -> None:
+    check_admin(request, request.app[ADMIN_TOKEN])
+
+
+def sale_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate a PUT body; return the fields given, times in ms (None = null)."""
+    unknown = set(body) - SALE_FIELDS
+    if unknown:
+        raise errors.InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    fields: dict[str, Any] = {}
+    if "name" in body:
+        name = body["name"]
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+            raise errors.InvalidRequest(f"name must be a string of 1 to {MAX_NAME} characters.")
+        fields["name"] = name
+    if "stock" in body:
+        fields["stock"] = integer(body, "stock", 0, MAX_STOCK)
+    if "per_user_limit" in body:
+        fields["per_user_limit"] = integer(body, "per_user_limit", 1, MAX_PER_USER_LIMIT)
+    for name in ("starts_at", "ends_at"):
+        if name in body:
+            value = body[name]
+            if value is None:
+                fields[name] = None
+                continue
+            try:
+                fields[name] = parse_rfc3339(value)
+            except (TypeError, ValueError):
+                raise errors.InvalidRequest(
+                    f"{name} must be an RFC 3339 timestamp with an offset, or null."
+                ) from None
+    return fields
+
+
+@routes.put("/admin/v1/sales/{sale_id}")
+async def put_sale(request: web.Request) -> web.Response:
+    _admin(request)
+    sale_id = path_id(request, "sale_id")
+    fields = sale_fields(await json_object(request, ADMIN_BODY_LIMIT, required=True))
+    rt = request.app[RUNTIME]
+    result = await rt.scripts.sale_put(sale_id, fields)
+    if result.outcome is SalePut.MISSING_STOCK:
+        raise errors.InvalidRequest("stock is required to create a sale.")
+    if result.outcome is SalePut.BAD_WINDOW:
+        raise errors.InvalidRequest("ends_at must be after starts_at.")
+    if result.outcome is SalePut.STOCK_CONFLICT:
+        raise errors.StockConflict(
+            f"stock cannot go below the {result.sold} unit(s) already sold."
+        )
+    # The index is what the order reader walks; SADD is idempotent, so an update
+    # also repairs a create whose SADD was lost.
+    await rt.redis.sadd(keys.SALES_INDEX, sale_id)
+    rt.cache.changed(sale_id)
+    await publish_sale_changed(rt.redis, sale_id)
+    status = 201 if result.outcome is SalePut.CREATED else 200
+    return json_response(admin_view(sale_id, result.sale, now_ms()), status)
+
+
+@routes.get("/admin/v1/sales/{sale_id}")
+async def get_sale(request: web.Request) -> web.Response:
+    _admin(request)
+    sale_id = path_id(request, "sale_id")
+    sale = await request.app[RUNTIME].redis.hgetall(keys.sale(sale_id))
+    if not sale:
+        raise errors.SaleNotFound()
+    return json_response(admin_view(sale_id, sale, now_ms()))

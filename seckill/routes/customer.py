@@ -1,0 +1,127 @@
+"""Customer API (API.md §4): buy, order status, public sale view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from seckill import errors, keys
+from seckill.middleware import json_response
+from seckill.routes.validate import (
+    CUSTOMER_BODY_LIMIT,
+    IDEMPOTENCY_KEY_RE,
+    integer,
+    json_object,
+    path_id,
+)
+from seckill.sales import now_ms, public_view
+from seckill.scripts import Admit, AdmitResult
+from seckill.state import IDENTIFY, RUNTIME, SETTINGS
+from seckill.timefmt import format_rfc3339
+
+#: quantity is capped by the sale's per_user_limit inside admit.lua; this bound
+#: only keeps absurd numbers out of Redis.
+MAX_QUANTITY = 1_000_000
+
+routes = web.RouteTableDef()
+
+
+def _accepted(sale_id: str, result: AdmitResult) -> web.Response:
+    body = {
+        "order_id": result.order_id,
+        "sale_id": sale_id,
+        "quantity": result.quantity,
+        "status": result.status,
+    }
+    return json_response(body, 202, {"Location": f"/api/v1/orders/{result.order_id}"})
+
+
+@routes.post("/api/v1/sales/{sale_id}/orders")
+async def buy(request: web.Request) -> web.Response:
+    app = request.app
+    sale_id = path_id(request, "sale_id")
+    user_id = app[IDENTIFY](request)
+    body = await json_object(request, CUSTOMER_BODY_LIMIT, required=False)
+    quantity = integer(body, "quantity", 1, MAX_QUANTITY) if "quantity" in body else 1
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None and not IDEMPOTENCY_KEY_RE.match(idem):
+        raise errors.InvalidRequest("Idempotency-Key must be 1 to 64 printable characters.")
+
+    rt = app[RUNTIME]
+    if rt.cache.is_sold_out(sale_id):
+        raise errors.SoldOut()
+    settings = app[SETTINGS]
+    generation = rt.cache.generation(sale_id)
+    result = await rt.scripts.admit(
+        sale_id,
+        user_id,
+        quantity,
+        idempotency_key=idem,
+        idempotency_ttl=settings.idempotency_ttl,
+        limits=rt.limits,
+        max_backlog=settings.max_backlog,
+    )
+    outcome = result.outcome
+    if outcome is Admit.OK:
+        if result.stock_left == 0:
+            rt.cache.mark_sold_out(sale_id, generation)
+        return _accepted(sale_id, result)
+    if outcome is Admit.REPLAY:
+        return _accepted(sale_id, result)
+    if outcome is Admit.SOLD_OUT:
+        if result.stock_left == 0:
+            rt.cache.mark_sold_out(sale_id, generation)
+        raise errors.SoldOut()
+    if outcome is Admit.RATE_LIMITED:
+        raise errors.RateLimited(retry_after=max(1, -(-result.retry_after_ms // 1000)))
+    if outcome is Admit.OVERLOADED:
+        raise errors.Overloaded(retry_after=1)
+    if outcome is Admit.BAD_QUANTITY:
+        raise errors.InvalidRequest("quantity is over the sale's per_user_limit.")
+    raise _REFUSALS[outcome]()
+
+
+_REFUSALS: dict[Admit, type[errors.SeckillError]] = {
+    Admit.LIMIT_REACHED: errors.LimitReached,
+    Admit.NOT_FOUND: errors.SaleNotFound,
+    Admit.NOT_STARTED: errors.SaleNotStarted,
+    Admit.ENDED: errors.SaleEnded,
+}
+
+
+@routes.get("/api/v1/orders/{order_id}")
+async def get_order(request: web.Request) -> web.Response:
+    order_id = request.match_info["order_id"]
+    sale_id = keys.sale_of_order(order_id)
+    if sale_id is None:
+        raise errors.InvalidRequest("Malformed order_id.")
+    user_id = request.app[IDENTIFY](request)
+    order = await request.app[RUNTIME].redis.hgetall(keys.order(sale_id, order_id))
+    if not order or order.get("user_id") != user_id:
+        raise errors.OrderNotFound()
+    return json_response(order_view(order))
+
+
+def order_view(order: dict[str, str]) -> dict[str, Any]:
+    return {
+        "order_id": order["order_id"],
+        "sale_id": order["sale_id"],
+        "user_id": order["user_id"],
+        "quantity": int(order["quantity"]),
+        "status": order["status"],
+        "created_at": format_rfc3339(int(order["created_at"])),
+    }
+
+
+@routes.get("/api/v1/sales/{sale_id}")
+async def get_sale(request: web.Request) -> web.Response:
+    sale_id = path_id(request, "sale_id")
+    rt = request.app[RUNTIME]
+    hit, sale = rt.cache.cached_view(sale_id)
+    if not hit:
+        sale = await rt.redis.hgetall(keys.sale(sale_id)) or None
+        rt.cache.store_view(sale_id, sale)
+    if sale is None:
+        raise errors.SaleNotFound()
+    return json_response(public_view(sale_id, sale, now_ms()))

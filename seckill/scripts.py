@@ -1,0 +1,160 @@
+"""The Lua scripts, loaded once, with typed wrappers.
+
+Each ``lua/*.lua`` file is one script. redis-py's ``Script`` calls it by
+EVALSHA and reloads it on NOSCRIPT (a Redis restart or SCRIPT FLUSH).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from seckill import keys
+from seckill.limits import Limits
+
+
+def lua_source(name: str) -> str:
+    """The text of ``lua/<name>.lua``: from the source tree, else from the package."""
+    repo_copy = Path(__file__).resolve().parent.parent / "lua" / f"{name}.lua"
+    if repo_copy.is_file():
+        return repo_copy.read_text()
+    return resources.files("seckill.lua").joinpath(f"{name}.lua").read_text()
+
+
+class Admit(IntEnum):
+    """Mirrors the return codes in lua/admit.lua."""
+
+    OK = 0
+    SOLD_OUT = 1
+    LIMIT_REACHED = 2
+    RATE_LIMITED = 3
+    NOT_FOUND = 4
+    NOT_STARTED = 5
+    ENDED = 6
+    BAD_QUANTITY = 7
+    OVERLOADED = 8
+    REPLAY = 9
+
+
+class SalePut(IntEnum):
+    """Mirrors the return codes in lua/sale_put.lua."""
+
+    UPDATED = 0
+    CREATED = 1
+    MISSING_STOCK = 2
+    BAD_WINDOW = 3
+    STOCK_CONFLICT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    outcome: Admit
+    order_id: str = ""
+    quantity: int = 0
+    status: str = ""
+    created_at_ms: int = 0
+    #: stock left after an OK; stock left for SOLD_OUT.
+    stock_left: int = -1
+    retry_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SalePutResult:
+    outcome: SalePut
+    sale: dict[str, str]
+    sold: int = 0
+
+
+def new_order_id(sale_id: str) -> str:
+    """``<sale_id>.<16 url-safe random chars>``: unguessable, carries its sale."""
+    return f"{sale_id}.{secrets.token_urlsafe(12)}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+class Scripts:
+    """The registered scripts of one Redis client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._admit: AsyncScript = redis.register_script(lua_source("admit"))
+        self._sale_put: AsyncScript = redis.register_script(lua_source("sale_put"))
+
+    async def admit(
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        *,
+        idempotency_key: str | None = None,
+        idempotency_ttl: int = 86_400,
+        limits: Limits = Limits(),
+        max_backlog: int = 0,
+        now_ms: int | None = None,
+    ) -> AdmitResult:
+        order_id = new_order_id(sale_id)
+        reply: list[Any] = await self._admit(
+            keys=[
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.idem(sale_id, user_id, idempotency_key or ""),
+                keys.order(sale_id, order_id),
+                keys.stream(sale_id),
+                keys.bucket(sale_id),
+                keys.user_bucket(sale_id, user_id),
+            ],
+            args=[
+                user_id,
+                quantity,
+                order_id,
+                "1" if idempotency_key else "",
+                idempotency_ttl,
+                "" if now_ms is None else now_ms,
+                _num(limits.rate),
+                limits.burst,
+                _num(limits.per_user_rate),
+                limits.per_user_burst,
+                max_backlog,
+                sale_id,
+            ],
+        )
+        outcome = Admit(int(reply[0]))
+        if outcome is Admit.OK:
+            return AdmitResult(
+                outcome, _str(reply[1]), quantity, "queued", int(reply[3]), int(reply[2])
+            )
+        if outcome is Admit.REPLAY:
+            return AdmitResult(
+                outcome, _str(reply[1]), int(reply[2]), _str(reply[3]), int(reply[4])
+            )
+        if outcome is Admit.SOLD_OUT:
+            return AdmitResult(outcome, stock_left=int(reply[1]))
+        if outcome is Admit.RATE_LIMITED:
+            return AdmitResult(outcome, retry_after_ms=int(reply[1]))
+        return AdmitResult(outcome)
+
+    async def sale_put(
+        self, sale_id: str, fields: dict[str, Any], *, now_ms: int | None = None
+    ) -> SalePutResult:
+        reply: list[Any] = await self._sale_put(
+            keys=[keys.sale(sale_id)],
+            args=[orjson.dumps(fields), "" if now_ms is None else now_ms, sale_id],
+        )
+        outcome = SalePut(int(reply[0]))
+        if outcome is SalePut.STOCK_CONFLICT:
+            return SalePutResult(outcome, {}, sold=int(reply[1]))
+        flat = [_str(x) for x in reply[1:]]
+        return SalePutResult(outcome, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

