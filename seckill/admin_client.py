@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -36,6 +37,6 @@ def call(
         except (ValueError, KeyError, TypeError):
             message = f"HTTP {exc.code}"
         raise AdminClientError(message, 2 if exc.code in (400, 401, 413) else 1) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise AdminClientError(f"cannot reach the gateway at {base_url}: {reason}", 2) from None

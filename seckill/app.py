@@ -12,7 +12,7 @@ from aiohttp import web
 from seckill import events
 from seckill.auth import identity_for
 from seckill.middleware import errors_middleware
-from seckill.redis_client import make_redis
+from seckill.redis_client import close_redis, make_redis
 from seckill.routes import admin, customer, health
 from seckill.scripts import Scripts
 from seckill.settings import Settings
@@ -37,8 +37,7 @@ def create_app(settings: Settings, redis_url: str, admin_token: str) -> web.Appl
         redis = make_redis(redis_url, settings)
         app[RUNTIME] = Runtime(redis=redis, scripts=Scripts(redis))
         yield
-        await redis.aclose()
-        await redis.connection_pool.disconnect()
+        await close_redis(redis)
 
     async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[RUNTIME]

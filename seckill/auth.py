@@ -61,7 +61,9 @@ def identity_for(settings: Settings) -> Identify:
 def check_admin(request: web.Request, token: str) -> None:
     """401 unless the request carries ``Authorization: Bearer <token>`` (constant time)."""
     given = _bearer(request)
-    if given is None or not hmac.compare_digest(given.encode("utf-8", "backslashreplace"), token.encode()):
+    if given is None or not hmac.compare_digest(
+        given.encode("utf-8", "backslashreplace"), token.encode()
+    ):
         raise Unauthenticated("Missing or wrong admin token.")
 
 

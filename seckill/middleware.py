@@ -32,7 +32,9 @@ _HTTP_CODES = {
 REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError, asyncio.TimeoutError, OSError)
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
     )

@@ -28,3 +28,10 @@ def make_redis(url: str, settings: Settings) -> Redis:
         retry=Retry(NoBackoff(), 0),
     )
     return Redis(connection_pool=pool)
+
+
+async def close_redis(redis: Redis) -> None:
+    """Close the client and every pooled connection (an explicit pool is not
+    closed by ``Redis.aclose`` alone)."""
+    await redis.aclose()
+    await redis.connection_pool.disconnect()

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from seckill import keys
-from seckill.limits import Limits
+from seckill.limits import UNLIMITED, Limits
 
 
 def lua_source(name: str) -> str:
@@ -97,7 +97,7 @@ class Scripts:
         *,
         idempotency_key: str | None = None,
         idempotency_ttl: int = 86_400,
-        limits: Limits = Limits(),
+        limits: Limits = UNLIMITED,
         max_backlog: int = 0,
         now_ms: int | None = None,
     ) -> AdmitResult:

@@ -101,9 +101,7 @@ async def run_app(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(
-            runner, settings.host, settings.port, reuse_port=True, backlog=4096
-        )
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=4096)
         try:
             await site.start()
         except OSError as exc:
@@ -122,7 +120,11 @@ async def run_app(
 
 
 def _worker_main(
-    settings: Settings, redis_url: str, admin_token: str, index: int, report: multiprocessing.Queue[Any]
+    settings: Settings,
+    redis_url: str,
+    admin_token: str,
+    index: int,
+    report: multiprocessing.Queue[Any],
 ) -> None:
     """Entry point of a spawned gateway child."""
     ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -74,7 +74,9 @@ class Settings:
         if not 1 <= self.redis_pool_size <= 10_000:
             raise ConfigError(f"--redis-pool-size must be 1..10000, got {self.redis_pool_size}")
         if not 0 < self.redis_timeout <= 60:
-            raise ConfigError(f"--redis-timeout must be in (0, 60] seconds, got {self.redis_timeout}")
+            raise ConfigError(
+                f"--redis-timeout must be in (0, 60] seconds, got {self.redis_timeout}"
+            )
         if self.auth not in ("header", "jwt"):
             raise ConfigError(f"--auth must be 'header' or 'jwt', got {self.auth!r}")
         if self.auth == "jwt" and not self.jwt_secret:
@@ -82,20 +84,26 @@ class Settings:
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("SECKILL_ADMIN_TOKEN must be at least 16 characters")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"SECKILL_LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR, got {self.log_level!r}")
+            raise ConfigError(
+                f"SECKILL_LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR, got {self.log_level!r}"
+            )
         if self.redis_url is not None:
             scheme = urlsplit(self.redis_url).scheme
             if scheme in ("redis+cluster", "rediss+cluster"):
-                raise ConfigError("Redis Cluster URLs are not supported by this version (see README)")
+                raise ConfigError(
+                    "Redis Cluster URLs are not supported by this version (see README)"
+                )
             if scheme not in REDIS_SCHEMES:
                 raise ConfigError(
-                    f"--redis-url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+                    "--redis-url must start with redis://, rediss:// or unix://, "
+                    f"got {self.redis_url!r}"
                 )
         if self.redis_server is not None and not Path(self.redis_server).is_file():
             raise ConfigError(f"--redis-server {self.redis_server!r} is not a file")
         scheme = urlsplit(self.sink_url).scheme
         if scheme not in SINK_SCHEMES:
             raise ConfigError(
-                f"--order-sink must be sqlite:///, http(s):// or postgresql://, got {self.sink_url!r}"
+                "--order-sink must be sqlite:///, http(s):// or postgresql://, "
+                f"got {self.sink_url!r}"
             )
         return self

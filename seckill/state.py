@@ -28,5 +28,5 @@ class Runtime:
 
 SETTINGS = web.AppKey("settings", Settings)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
-IDENTIFY = web.AppKey("identify", Identify)  # type: ignore[arg-type]
+IDENTIFY: web.AppKey[Identify] = web.AppKey("identify")
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from seckill.app import create_app
 from seckill.embedded import EmbeddedRedis
+from seckill.redis_client import close_redis, make_redis
 from seckill.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -46,10 +47,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory, redis_binary: str | None
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
+    """A client built like the gateway's own (BlockingConnectionPool), on a flushed server."""
+    client = make_redis(redis_url, Settings())
     await client.flushall()
     yield client
-    await client.aclose()
+    await close_redis(client)
 
 
 @pytest.fixture
@@ -63,9 +65,7 @@ def make_app(settings: Settings) -> web.Application:
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: object, settings: Settings, redis: Redis
-) -> TestClient:  # type: ignore[type-arg]
+async def client(aiohttp_client: object, settings: Settings, redis: Redis) -> TestClient:  # type: ignore[type-arg]
     return await aiohttp_client(make_app(settings))  # type: ignore[operator, no-any-return]
 
 

@@ -72,9 +72,7 @@ async def put_sale(request: web.Request) -> web.Response:
     if result.outcome is SalePut.BAD_WINDOW:
         raise errors.InvalidRequest("ends_at must be after starts_at.")
     if result.outcome is SalePut.STOCK_CONFLICT:
-        raise errors.StockConflict(
-            f"stock cannot go below the {result.sold} unit(s) already sold."
-        )
+        raise errors.StockConflict(f"stock cannot go below the {result.sold} unit(s) already sold.")
     # The index is what the order reader walks; SADD is idempotent, so an update
     # also repairs a create whose SADD was lost.
     await rt.redis.sadd(keys.SALES_INDEX, sale_id)
@@ -88,7 +86,9 @@ async def put_sale(request: web.Request) -> web.Response:
 async def get_sale(request: web.Request) -> web.Response:
     _admin(request)
     sale_id = path_id(request, "sale_id")
-    sale = await request.app[RUNTIME].redis.hgetall(keys.sale(sale_id))
+    sale: dict[str, str] = await request.app[RUNTIME].redis.hgetall(  # type: ignore[assignment]
+        keys.sale(sale_id)
+    )
     if not sale:
         raise errors.SaleNotFound()
     return json_response(admin_view(sale_id, sale, now_ms()))

@@ -97,7 +97,9 @@ async def get_order(request: web.Request) -> web.Response:
     if sale_id is None:
         raise errors.InvalidRequest("Malformed order_id.")
     user_id = request.app[IDENTIFY](request)
-    order = await request.app[RUNTIME].redis.hgetall(keys.order(sale_id, order_id))
+    order: dict[str, str] = await request.app[RUNTIME].redis.hgetall(  # type: ignore[assignment]
+        keys.order(sale_id, order_id)
+    )
     if not order or order.get("user_id") != user_id:
         raise errors.OrderNotFound()
     return json_response(order_view(order))
@@ -120,7 +122,7 @@ async def get_sale(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     hit, sale = rt.cache.cached_view(sale_id)
     if not hit:
-        sale = await rt.redis.hgetall(keys.sale(sale_id)) or None
+        sale = await rt.redis.hgetall(keys.sale(sale_id)) or None  # type: ignore[assignment]
         rt.cache.store_view(sale_id, sale)
     if sale is None:
         raise errors.SaleNotFound()
