@@ -1,16 +1,19 @@
-"""The application factory: ``create_app(settings, redis_url)``."""
+"""The application factory: ``create_app(settings, redis_url, admin_token)``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from seckill import events
+from seckill import peers
 from seckill.auth import identity_for
+from seckill.events import Listener
 from seckill.middleware import errors_middleware
 from seckill.redis_client import close_redis, make_redis
 from seckill.routes import admin, customer, health
@@ -23,6 +26,21 @@ log = logging.getLogger("seckill.app")
 #: aiohttp's own cap on any body; customer routes enforce 4 KiB themselves.
 CLIENT_MAX_SIZE = 64 * 1024
 
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+def background(make: Callable[[Runtime], Coroutine[Any, Any, None]]) -> CleanupCtx:
+    """A cleanup context that runs ``make(runtime)`` as a task for the app's lifetime."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(make(app[RUNTIME]))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
 
 def create_app(settings: Settings, redis_url: str, admin_token: str) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=CLIENT_MAX_SIZE)
@@ -33,26 +51,24 @@ def create_app(settings: Settings, redis_url: str, admin_token: str) -> web.Appl
     app.add_routes(admin.routes)
     app.add_routes(health.routes)
 
-    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = make_redis(redis_url, settings)
-        app[RUNTIME] = Runtime(redis=redis, scripts=Scripts(redis))
+        rt = Runtime(redis=redis, scripts=Scripts(redis))
+        rt.listener = Listener(redis, rt.cache, rt.reload_limits)
+        try:
+            await rt.reload_limits()  # serve the first request with the stored limits
+        except (RedisError, OSError) as exc:
+            log.warning("could not read the stored limits yet (%s); will retry", exc)
+        app[RUNTIME] = rt
         yield
         await close_redis(redis)
 
-    async def events_ctx(app: web.Application) -> AsyncIterator[None]:
-        rt = app[RUNTIME]
+    def listen(rt: Runtime) -> Coroutine[Any, Any, None]:
+        assert rt.listener is not None
+        return rt.listener.run()
 
-        async def subscribed() -> None:
-            rt.listening = True
+    def heartbeat(rt: Runtime) -> Coroutine[Any, Any, None]:
+        return peers.heartbeat(rt.redis, peers.process_id(), rt.set_processes)
 
-        def lost() -> None:
-            rt.listening = False
-
-        task = asyncio.create_task(events.listen(rt.redis, rt.cache, subscribed, lost))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.extend([redis_ctx, events_ctx])
+    app.cleanup_ctx.extend([runtime_ctx, background(listen), background(heartbeat)])
     return app

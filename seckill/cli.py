@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -238,6 +238,84 @@ def sale_show(sale_id: str, url: str, token: str | None, as_json: bool) -> None:
         _print_sale(answer)
 
 
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--rate R|none``: a rate > 0 in requests/s, None for ``none``, _UNSET if not given."""
+    if value is None:
+        return _UNSET
+    if value.lower() in ("none", "null", "unlimited"):
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number or 'none'") from None
+    if not 0 < rate < float("inf"):
+        raise click.BadParameter(f"{value!r} must be > 0 (or 'none' for unlimited)")
+    return rate
+
+
+_UNSET = object()
+
+
+def _print_limits(limits: dict[str, Any]) -> None:
+    def rate(value: float | None) -> str:
+        return "unlimited" if value is None else f"{value:g}/s"
+
+    click.echo(f"sale bucket   rate {rate(limits['rate'])}, burst {limits['burst']}")
+    click.echo(
+        f"per user      rate {rate(limits['per_user_rate'])}, burst {limits['per_user_burst']}"
+    )
+
+
+@cli.group()
+def limits() -> None:
+    """Show and tune the buy endpoint's token buckets, cluster-wide and live."""
+
+
+@limits.command("show")
+@_admin_options
+def limits_show(url: str, token: str | None, as_json: bool) -> None:
+    """Show the stored limits."""
+    _, answer = _admin_call(url, token, "GET", "/admin/v1/limits")
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        _print_limits(answer)
+
+
+@limits.command("set")
+@click.option("--rate", callback=_rate, help="Sale bucket rate, requests/s, or none.")
+@click.option("--burst", type=click.IntRange(min=1), default=None, help="Sale bucket size.")
+@click.option("--per-user-rate", callback=_rate, help="Per-user rate, requests/s, or none.")
+@click.option("--per-user-burst", type=click.IntRange(min=1), default=None, help="Per-user size.")
+@_admin_options
+def limits_set(
+    rate: Any,
+    burst: int | None,
+    per_user_rate: Any,
+    per_user_burst: int | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Change the limits given; every gateway process applies them within a second."""
+    body: dict[str, Any] = {}
+    if rate is not _UNSET:
+        body["rate"] = rate
+    if per_user_rate is not _UNSET:
+        body["per_user_rate"] = per_user_rate
+    if burst is not None:
+        body["burst"] = burst
+    if per_user_burst is not None:
+        body["per_user_burst"] = per_user_burst
+    if not body:
+        fail("give at least one of --rate, --burst, --per-user-rate, --per-user-burst")
+    _, answer = _admin_call(url, token, "PUT", "/admin/v1/limits", body)
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        _print_limits(answer)
+
+
 def main() -> None:
     try:
         code = cli.main(standalone_mode=False)
@@ -247,6 +325,8 @@ def main() -> None:
         fail(exc.format_message())
     except click.exceptions.Abort:
         fail("aborted", 130)
+    except Exception as exc:  # a bug: still one line, never a traceback
+        fail(f"unexpected {type(exc).__name__}: {exc}", 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -64,9 +64,11 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+    def __init__(self, data_dir: Path, binary: str | None = None, port: int = 0) -> None:
         self.dir = (data_dir / "redis").resolve()
         self.binary = binary or default_binary()
+        #: 0 = a free port, picked anew at every start.
+        self.fixed_port = port
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
@@ -82,7 +84,7 @@ class EmbeddedRedis:
         except OSError as exc:
             raise EmbeddedError(f"cannot create data dir {self.dir}: {exc.strerror}") from exc
         self._take_lock()
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         logfile = self.dir / "server.log"
         args = [
             self.binary,

@@ -1,10 +1,13 @@
-"""Cluster-wide events over Redis pub/sub: "this sale changed".
+"""Cluster-wide events over Redis pub/sub.
 
-Every gateway process listens on one channel. A restock, an update or a
-cancel publishes ``{"event": "sale_changed", "sale_id": S}``; each process
-then drops its cached view and sold-out flag for S. When the listener's
-connection drops, anything may have been missed, so on every (re)subscribe
-the process forgets all it cached.
+Every gateway process listens on one channel for:
+
+- ``{"event": "sale_changed", "sale_id": S}`` — a restock, update or cancel:
+  drop the cached view and the sold-out flag of S;
+- ``{"event": "limits"}`` — the stored limits changed: re-read them.
+
+When the listener's connection drops, anything may have been missed, so on
+every (re)subscribe the process forgets all it cached and re-reads the limits.
 """
 
 from __future__ import annotations
@@ -23,49 +26,60 @@ from seckill.sales import SaleCache
 log = logging.getLogger("seckill.events")
 
 RECONNECT_DELAY = 0.5
+SALE_CHANGED = "sale_changed"
+LIMITS_CHANGED = "limits"
 
 
 async def publish_sale_changed(redis: Redis, sale_id: str) -> None:
     await redis.publish(
-        keys.EVENTS_CHANNEL, orjson.dumps({"event": "sale_changed", "sale_id": sale_id})
+        keys.EVENTS_CHANNEL, orjson.dumps({"event": SALE_CHANGED, "sale_id": sale_id})
     )
 
 
-def _handle(message: dict[str, object], cache: SaleCache) -> None:
-    try:
-        event = orjson.loads(message["data"])  # type: ignore[arg-type]
-        if event.get("event") == "sale_changed":
-            cache.changed(str(event["sale_id"]))
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-        log.warning("ignoring malformed event %r", message.get("data"))
+async def publish_limits_changed(redis: Redis) -> None:
+    await redis.publish(keys.EVENTS_CHANNEL, orjson.dumps({"event": LIMITS_CHANGED}))
 
 
-async def listen(
-    redis: Redis,
-    cache: SaleCache,
-    on_subscribed: Callable[[], Awaitable[None]] | None = None,
-    on_lost: Callable[[], None] | None = None,
-) -> None:
-    """Run until cancelled: apply events to *cache*, reconnecting on errors.
+class Listener:
+    """Applies events to this process; ``run()`` until cancelled."""
 
-    *on_subscribed* runs after every (re)subscribe, *on_lost* when the
-    subscription breaks.
-    """
-    while True:
-        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    def __init__(
+        self,
+        redis: Redis,
+        cache: SaleCache,
+        reload_limits: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.redis, self.cache, self.reload_limits = redis, cache, reload_limits
+        #: True while subscribed; /readyz reports it.
+        self.subscribed = False
+
+    async def run(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.EVENTS_CHANNEL)
+                self.cache.changed_all()
+                await self.reload_limits()
+                self.subscribed = True
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        await self._handle(message.get("data"))
+            except (RedisError, OSError) as exc:
+                if self.subscribed:
+                    log.warning("event listener lost Redis (%s); reconnecting", exc)
+                self.subscribed = False
+                await asyncio.sleep(RECONNECT_DELAY)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _handle(self, data: object) -> None:
         try:
-            await pubsub.subscribe(keys.EVENTS_CHANNEL)
-            cache.changed_all()
-            if on_subscribed is not None:
-                await on_subscribed()
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
-                    _handle(message, cache)
-        except (RedisError, OSError) as exc:
-            log.warning("event listener lost Redis (%s); reconnecting", exc)
-            if on_lost is not None:
-                on_lost()
-            await asyncio.sleep(RECONNECT_DELAY)
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            event = orjson.loads(data)  # type: ignore[arg-type]
+            kind = event.get("event")
+            if kind == SALE_CHANGED:
+                self.cache.changed(str(event["sale_id"]))
+            elif kind == LIMITS_CHANGED:
+                await self.reload_limits()
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            log.warning("ignoring malformed event %r", data)

@@ -17,6 +17,8 @@ EVENTS_CHANNEL = f"{PREFIX}:events"
 SALES_INDEX = f"{PREFIX}:sales"
 #: hash of the cluster-wide token-bucket limits.
 LIMITS = f"{PREFIX}:limits"
+#: sorted set: live gateway process -> last heartbeat (unix seconds).
+GATEWAYS = f"{PREFIX}:gateways"
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 ID_RE = re.compile(rf"^{ID_PATTERN}$")

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError, TimeoutError
 
@@ -61,6 +62,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
+    except BadHttpMessage as exc:
+        # Raised while reading the body: bad gzip/deflate data, broken chunking.
+        # The client's fault, not a bug of ours.
+        log.info("unreadable body on %s %s: %s", request.method, request.path, exc)
+        return error_response(400, "invalid_request", "The request body could not be read.")
     except REDIS_DOWN as exc:
         log.warning("Redis unavailable on %s %s: %s", request.method, request.path, exc)
         return error_response(503, Unavailable.code, Unavailable.message, 1)

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from redis.asyncio import Redis
 
+from seckill import limits
 from seckill.auth import Identify
+from seckill.events import Listener
 from seckill.limits import Limits
 from seckill.sales import SaleCache
 from seckill.scripts import Scripts
 from seckill.settings import Settings
+from seckill.shield import LocalShield
 
 
 @dataclass(slots=True)
@@ -22,8 +25,27 @@ class Runtime:
     scripts: Scripts
     cache: SaleCache = field(default_factory=SaleCache)
     limits: Limits = field(default_factory=Limits)
-    #: False until the event listener has subscribed; /readyz reports it.
-    listening: bool = False
+    shield: LocalShield = field(default_factory=LocalShield)
+    #: live gateway processes, cluster-wide (from the heartbeat).
+    processes: int = 1
+    listener: Listener | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True while the event listener is subscribed; /readyz reports it."""
+        return self.listener is not None and self.listener.subscribed
+
+    async def reload_limits(self) -> None:
+        self.apply_limits(await limits.load(self.redis))
+
+    def apply_limits(self, new: Limits) -> None:
+        self.limits = new
+        self.shield.configure(new, self.processes)
+
+    def set_processes(self, count: int) -> None:
+        if count != self.processes:
+            self.processes = count
+            self.shield.configure(self.limits, count)
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -103,3 +104,39 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+async def blast(
+    url: str,
+    sale: str,
+    seconds: float,
+    concurrency: int = 64,
+    user: str | None = None,
+    prefix: str = "b",
+) -> list[tuple[float, int]]:
+    """Buy as fast as *concurrency* connections allow for *seconds*.
+
+    Every request has a fresh user id (``<prefix><n>``) unless *user* is given.
+    Returns (seconds since start, status) per answer. Bounded in time and to
+    127.0.0.1 by the caller's URL.
+    """
+    import aiohttp  # local: only the load tests need it
+
+    results: list[tuple[float, int]] = []
+    counter = iter(range(10**9))
+    start = time.monotonic()
+    deadline = start + seconds
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as session:
+
+        async def worker() -> None:
+            while (now := time.monotonic()) < deadline:
+                uid = user or f"{prefix}{next(counter)}"
+                async with session.post(
+                    f"{url}/api/v1/sales/{sale}/orders", headers={"X-User-Id": uid}
+                ) as resp:
+                    await resp.read()
+                    results.append((now - start, resp.status))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from seckill import errors, keys
+from seckill import errors, keys, limits
 from seckill.auth import check_admin
-from seckill.events import publish_sale_changed
+from seckill.events import publish_limits_changed, publish_sale_changed
 from seckill.middleware import json_response
 from seckill.routes.validate import integer, json_object, path_id
 from seckill.sales import admin_view, now_ms
@@ -92,3 +92,25 @@ async def get_sale(request: web.Request) -> web.Response:
     if not sale:
         raise errors.SaleNotFound()
     return json_response(admin_view(sale_id, sale, now_ms()))
+
+
+@routes.get("/admin/v1/limits")
+async def get_limits(request: web.Request) -> web.Response:
+    _admin(request)
+    return json_response((await limits.load(request.app[RUNTIME].redis)).as_json())
+
+
+@routes.put("/admin/v1/limits")
+async def put_limits(request: web.Request) -> web.Response:
+    """Change the fields given; every process applies it within a second."""
+    _admin(request)
+    body = await json_object(request, ADMIN_BODY_LIMIT, required=True)
+    try:
+        changes = limits.parse_changes(body)
+    except limits.LimitsError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    rt = request.app[RUNTIME]
+    stored = await limits.store(rt.redis, changes)
+    rt.apply_limits(stored)
+    await publish_limits_changed(rt.redis)
+    return json_response(stored.as_json())

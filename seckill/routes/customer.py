@@ -17,7 +17,7 @@ from seckill.routes.validate import (
 )
 from seckill.sales import now_ms, public_view
 from seckill.scripts import Admit, AdmitResult
-from seckill.state import IDENTIFY, RUNTIME, SETTINGS
+from seckill.state import IDENTIFY, RUNTIME, SETTINGS, Runtime
 from seckill.timefmt import format_rfc3339
 
 #: quantity is capped by the sale's per_user_limit inside admit.lua; this bound
@@ -49,8 +49,10 @@ async def buy(request: web.Request) -> web.Response:
         raise errors.InvalidRequest("Idempotency-Key must be 1 to 64 printable characters.")
 
     rt = app[RUNTIME]
-    if rt.cache.is_sold_out(sale_id):
+    if rt.cache.is_sold_out(sale_id) and not await _is_replay(rt, sale_id, user_id, idem):
         raise errors.SoldOut()
+    if not await rt.shield.take(sale_id):
+        raise errors.RateLimited(retry_after=rt.shield.retry_after)
     settings = app[SETTINGS]
     generation = rt.cache.generation(sale_id)
     result = await rt.scripts.admit(
@@ -80,6 +82,16 @@ async def buy(request: web.Request) -> web.Response:
     if outcome is Admit.BAD_QUANTITY:
         raise errors.InvalidRequest("quantity is over the sale's per_user_limit.")
     raise _REFUSALS[outcome]()
+
+
+async def _is_replay(rt: Runtime, sale_id: str, user_id: str, idem: str | None) -> bool:
+    """True when *idem* already maps to an order of this user in this sale.
+
+    A retry of an admitted buy must get its order back (API.md §4) even after
+    the sale sold out, so the local sold-out flag may not answer it: one EXISTS
+    here, and admit.lua then replays the order.
+    """
+    return idem is not None and bool(await rt.redis.exists(keys.idem(sale_id, user_id, idem)))
 
 
 _REFUSALS: dict[Admit, type[errors.SeckillError]] = {

@@ -1,0 +1,324 @@
+"""Token-bucket limits: the math in admit.lua, the local shield, the admin API,
+and the cluster-wide behaviour of two gateway processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from seckill.embedded import EmbeddedRedis
+from seckill.limits import Limits
+from seckill.scripts import Admit, Scripts
+from seckill.shield import LocalShield
+from tests.conftest import ADMIN, make_app
+from tests.gateway import Gateway, blast, wait_for
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture
+async def sale(redis: Redis) -> Scripts:
+    scripts = Scripts(redis)
+    await scripts.sale_put("s", {"stock": 10**9, "per_user_limit": 10**6}, now_ms=T0)
+    return scripts
+
+
+async def outcomes(scripts: Scripts, limits: Limits, at_ms: int, users: list[str]) -> list[Admit]:
+    return [(await scripts.admit("s", u, 1, limits=limits, now_ms=at_ms)).outcome for u in users]
+
+
+OK, RL = Admit.OK, Admit.RATE_LIMITED
+
+
+# -- bucket math, deterministic time ------------------------------------------------
+
+
+async def test_burst_then_refill(sale: Scripts) -> None:
+    limits = Limits(rate=10, burst=5)
+    users = [f"u{i}" for i in range(7)]
+    assert await outcomes(sale, limits, T0, users) == [OK] * 5 + [RL] * 2
+    # 10/s: one token per 100 ms
+    assert await outcomes(sale, limits, T0 + 99, ["a"]) == [RL]
+    assert await outcomes(sale, limits, T0 + 100, ["a", "b"]) == [OK, RL]
+    # a long pause refills to the burst, not beyond
+    assert await outcomes(sale, limits, T0 + 60_000, users) == [OK] * 5 + [RL] * 2
+
+
+async def test_fractional_rate_and_retry_after(sale: Scripts) -> None:
+    limits = Limits(rate=0.5, burst=1)
+    assert await outcomes(sale, limits, T0, ["a"]) == [OK]
+    r = await sale.admit("s", "b", 1, limits=limits, now_ms=T0 + 500)
+    assert (r.outcome, r.retry_after_ms) == (RL, 1500)
+    assert await outcomes(sale, limits, T0 + 1999, ["b"]) == [RL]
+    assert await outcomes(sale, limits, T0 + 2000, ["b"]) == [OK]
+
+
+async def test_rate_change_midway(sale: Scripts) -> None:
+    slow, fast = Limits(rate=1, burst=1), Limits(rate=100, burst=1)
+    assert await outcomes(sale, slow, T0, ["a", "b"]) == [OK, RL]
+    assert await outcomes(sale, slow, T0 + 500, ["b"]) == [RL]
+    # from the same state, the faster rate refills 100x quicker
+    assert await outcomes(sale, fast, T0 + 510, ["b", "c"]) == [OK, RL]
+    # and a smaller burst caps what was saved up
+    assert await outcomes(sale, Limits(rate=100, burst=3), T0 + 10_000, list("defg")) == (
+        [OK] * 3 + [RL]
+    )
+
+
+async def test_per_user_buckets_are_independent(sale: Scripts) -> None:
+    limits = Limits(per_user_rate=1, per_user_burst=2)
+    assert await outcomes(sale, limits, T0, ["a", "a", "a"]) == [OK, OK, RL]
+    assert await outcomes(sale, limits, T0, ["b", "b"]) == [OK, OK]
+    assert await outcomes(sale, limits, T0 + 1000, ["a", "a"]) == [OK, RL]
+
+
+async def test_refusal_by_one_bucket_does_not_charge_the_other(sale: Scripts) -> None:
+    limits = Limits(rate=1, burst=2, per_user_rate=1, per_user_burst=1)
+    assert await outcomes(sale, limits, T0, ["a", "a", "a", "b"]) == [OK, RL, RL, OK]
+
+
+# -- the local shield ----------------------------------------------------------------
+
+
+async def test_local_shield_sizing(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: clock[0])
+    shield = LocalShield()
+    assert await shield.take("s")  # unlimited
+    shield.configure(Limits(rate=10, burst=5), processes=4)  # 2x the fair share: 5/s, burst 3
+    assert [await shield.take("s") for _ in range(4)] == [True, True, True, False]
+    assert await shield.take("other")  # one bucket per sale
+    assert shield.retry_after == 1
+    clock[0] += 0.2  # 5/s: one token per 200 ms
+    assert [await shield.take("s") for _ in range(2)] == [True, False]
+    shield.configure(Limits(rate=10, burst=5), processes=1)  # resized: fresh buckets
+    assert [await shield.take("s") for _ in range(11)] == [True] * 10 + [False]
+    shield.configure(Limits(rate=0.1, burst=1), processes=1)
+    assert shield.retry_after == 5
+
+
+# -- admin API -----------------------------------------------------------------------
+
+
+async def test_limits_api(client, aiohttp_client, settings, redis) -> None:  # type: ignore[no-untyped-def]
+    resp = await client.get("/admin/v1/limits", headers=ADMIN)
+    assert await resp.json() == {
+        "rate": None,
+        "burst": 1,
+        "per_user_rate": None,
+        "per_user_burst": 1,
+    }
+    resp = await client.put("/admin/v1/limits", json={"rate": 2.5, "burst": 3}, headers=ADMIN)
+    assert resp.status == 200
+    assert await resp.json() == {
+        "rate": 2.5,
+        "burst": 3,
+        "per_user_rate": None,
+        "per_user_burst": 1,
+    }
+    resp = await client.put("/admin/v1/limits", json={"per_user_rate": 1}, headers=ADMIN)
+    assert (await resp.json())["rate"] == 2.5  # fields left out keep their values
+    # a new process (a restart) starts with the stored limits
+    again = await aiohttp_client(make_app(settings))
+    resp = await again.get("/admin/v1/limits", headers=ADMIN)
+    assert await resp.json() == {"rate": 2.5, "burst": 3, "per_user_rate": 1.0, "per_user_burst": 1}
+    resp = await again.put("/admin/v1/limits", json={"rate": None}, headers=ADMIN)
+    assert (await resp.json())["rate"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"rate": 0},
+        {"rate": -1},
+        {"rate": "10"},
+        {"rate": True},
+        {"rate": 1e10},
+        {"burst": 0},
+        {"burst": 1.5},
+        {"burst": None},
+        {"per_user_burst": "2"},
+        {"per_user_rate": []},
+        {"speed": 1},
+        {},
+        [1],
+    ],
+)
+async def test_limits_bad_input(client, body) -> None:  # type: ignore[no-untyped-def]
+    resp = await client.put("/admin/v1/limits", json=body, headers=ADMIN)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid_request"
+
+
+async def test_limits_need_the_admin_token(client) -> None:  # type: ignore[no-untyped-def]
+    for method in ("GET", "PUT"):
+        resp = await client.request(method, "/admin/v1/limits", json={"rate": 1})
+        assert resp.status == 401
+        assert (await resp.json())["error"] == "unauthenticated"
+
+
+async def test_rate_limited_answer_has_retry_after(client) -> None:  # type: ignore[no-untyped-def]
+    await client.put("/admin/v1/sales/s", json={"stock": 100}, headers=ADMIN)
+    await client.put("/admin/v1/limits", json={"rate": 0.2, "burst": 1}, headers=ADMIN)
+    statuses = []
+    for i in range(3):
+        resp = await client.post("/api/v1/sales/s/orders", headers={"X-User-Id": f"u{i}"})
+        statuses.append(resp.status)
+        if resp.status == 429:
+            assert (await resp.json())["error"] == "rate_limited"
+            assert int(resp.headers["Retry-After"]) >= 1
+    assert statuses == [202, 429, 429]
+
+
+# -- cluster-wide, two processes -----------------------------------------------------
+
+
+@pytest.fixture
+def gateway(redis_url: str, redis: Redis) -> Iterator[Gateway]:
+    with Gateway("--processes", "2", "--redis-url", redis_url) as gw:
+        gw.wait_ready()
+        yield gw
+        assert gw.stop() == 0
+
+
+async def admin(url: str, method: str, path: str, body: object = None) -> dict:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession() as s:
+        resp = await s.request(method, f"{url}{path}", json=body, headers=ADMIN)
+        assert resp.status in (200, 201), await resp.text()
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+async def evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+@pytest.mark.multiprocess
+async def test_two_processes_share_one_limit(gateway: Gateway, redis: Redis) -> None:
+    """A blast at far over the rate from many users, over 2 processes, admits
+    within rate x T + burst, and most refusals never reach Redis."""
+    rate, burst, seconds = 40, 10, 3.0
+    await admin(gateway.url, "PUT", "/admin/v1/sales/lim", {"stock": 10**6})
+    await admin(gateway.url, "PUT", "/admin/v1/limits", {"rate": rate, "burst": burst})
+    before = await evalsha_calls(redis)
+    results = await blast(gateway.url, "lim", seconds, concurrency=64)
+    script_calls = await evalsha_calls(redis) - before
+    statuses = Counter(status for _, status in results)
+    admitted, refused = statuses[202], statuses[429]
+    assert set(statuses) <= {202, 429}
+    assert len(results) >= 10 * rate * seconds, "the blast must offer >= 10x the rate"
+    elapsed = max(t for t, _ in results)
+    # exact upper bound (+2 tokens of slack for the heartbeat/clock edges), and close to it
+    assert admitted <= rate * elapsed + burst + 2
+    assert admitted >= 0.8 * rate * seconds
+    refused_by_redis = script_calls - admitted
+    assert refused_by_redis >= 0
+    local_share = 1 - refused_by_redis / refused
+    print(f"\nadmitted {admitted}/{len(results)}; refusals answered locally: {local_share:.0%}")
+    assert local_share >= 0.8
+
+
+@pytest.mark.multiprocess
+async def test_one_user_is_held_to_its_bucket(gateway: Gateway) -> None:
+    await admin(gateway.url, "PUT", "/admin/v1/sales/pu", {"stock": 10**6, "per_user_limit": 10**6})
+    await admin(gateway.url, "PUT", "/admin/v1/limits", {"per_user_rate": 5, "per_user_burst": 2})
+    hog, others = await asyncio.gather(
+        blast(gateway.url, "pu", 2.0, concurrency=32, user="hog"),
+        blast(gateway.url, "pu", 2.0, concurrency=4, prefix="other"),
+    )
+    hog_ok = sum(1 for _, s in hog if s == 202)
+    assert hog_ok <= 5 * max(t for t, _ in hog) + 2 + 1
+    assert len(hog) > 10 * hog_ok
+    assert {s for _, s in others} == {202}  # everyone else is not slowed by the hog
+
+
+@pytest.mark.multiprocess
+async def test_live_change_follows_within_a_second(gateway: Gateway) -> None:
+    await admin(gateway.url, "PUT", "/admin/v1/sales/live", {"stock": 10**6})
+    await admin(gateway.url, "PUT", "/admin/v1/limits", {"rate": 20, "burst": 1})
+
+    async def raise_limit() -> None:
+        await asyncio.sleep(2.0)  # part of the scenario: change the limit mid-blast
+        await admin(gateway.url, "PUT", "/admin/v1/limits", {"rate": 100})
+
+    results, _ = await asyncio.gather(
+        blast(gateway.url, "live", 4.5, concurrency=48), raise_limit()
+    )
+    before = sum(1 for t, s in results if s == 202 and 0.5 <= t < 2.0)
+    after = sum(1 for t, s in results if s == 202 and 3.0 <= t < 4.5)
+    assert before <= 20 * 1.5 + 2
+    assert after >= 0.7 * 100 * 1.5, (before, after)
+
+
+@pytest.mark.multiprocess
+async def test_listener_rereads_limits_after_reconnect(gateway: Gateway, redis: Redis) -> None:
+    """A change made while a process's pub/sub connection was down is picked up
+    when it reconnects (here: written straight to Redis, no announcement)."""
+    await admin(gateway.url, "PUT", "/admin/v1/sales/rc", {"stock": 10**6})
+    await redis.hset("seckill:limits", mapping={"rate": "0.001", "burst": "1"})
+    await redis.client_kill_filter(_type="pubsub")
+
+    async def limited() -> bool:
+        results = await blast(gateway.url, "rc", 0.3, concurrency=4, prefix="rc")
+        return Counter(s for _, s in results)[202] <= 1
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await limited():
+        assert asyncio.get_running_loop().time() < deadline, "limits not re-read"
+
+
+# -- Redis down ----------------------------------------------------------------------
+
+
+@pytest.mark.fault
+async def test_redis_down_answers_503_fast_and_recovers(
+    tmp_path: Path, redis_binary: str | None
+) -> None:
+    server = EmbeddedRedis(tmp_path, redis_binary)
+    url = server.start()
+    try:
+        with Gateway("--redis-url", url, "--redis-timeout", "0.5") as gw:
+            gw.wait_ready()
+            await admin(gw.url, "PUT", "/admin/v1/sales/d", {"stock": 100})
+            assert server.process is not None
+            pid = server.process.pid
+
+            async def buy(user: str) -> tuple[int, dict, float]:  # type: ignore[type-arg]
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                async with aiohttp.ClientSession() as s:
+                    resp = await s.post(
+                        f"{gw.url}/api/v1/sales/d/orders", headers={"X-User-Id": user}
+                    )
+                    return resp.status, await resp.json(), loop.time() - start
+
+            assert (await buy("u0"))[0] == 202
+            os.kill(pid, signal.SIGSTOP)  # Redis hangs: calls time out
+            try:
+                answers = await asyncio.gather(*(buy(f"h{i}") for i in range(20)))
+                for status, body, took in answers:
+                    assert (status, body["error"]) == (503, "unavailable")
+                    assert took < 3.0
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert (await buy("u1"))[0] == 202
+            server.stop()  # Redis gone: connections refused
+            status, body, _ = await buy("u2")
+            assert (status, body["error"]) == (503, "unavailable")
+            server.fixed_port = server.port
+            server.start()  # back on the same port, same data
+            deadline = asyncio.get_running_loop().time() + 10
+            while (await buy("u3"))[0] != 202:
+                assert asyncio.get_running_loop().time() < deadline, "did not recover"
+            wait_for(gw.ready, 10, "readyz after Redis came back")
+            assert gw.stop() == 0
+    finally:
+        server.stop()
