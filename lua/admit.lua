@@ -150,5 +150,6 @@ redis.call('HSET', order_key,
 if has_idem then
   redis.call('SET', idem_key, order_id, 'EX', tonumber(ARGV[5]))
 end
-redis.call('XADD', stream_key, '*', 'order_id', order_id, 'user_id', user, 'quantity', qty)
+redis.call('XADD', stream_key, '*',
+  'order_id', order_id, 'user_id', user, 'quantity', qty, 'created_at', now)
 return {0, order_id, stock_left, now}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -13,12 +14,14 @@ from redis.exceptions import RedisError
 
 from seckill import peers
 from seckill.auth import identity_for
-from seckill.events import Listener
+from seckill.events import Listener, publish_sale_changed
 from seckill.middleware import errors_middleware
+from seckill.pipeline import Pipeline
 from seckill.redis_client import close_redis, make_redis
 from seckill.routes import admin, customer, health
 from seckill.scripts import Scripts
 from seckill.settings import Settings
+from seckill.sinks import sink_from_url
 from seckill.state import ADMIN_TOKEN, IDENTIFY, RUNTIME, SETTINGS, Runtime
 
 log = logging.getLogger("seckill.app")
@@ -42,7 +45,16 @@ def background(make: Callable[[Runtime], Coroutine[Any, Any, None]]) -> CleanupC
     return ctx
 
 
-def create_app(settings: Settings, redis_url: str, admin_token: str) -> web.Application:
+def consumer_name(settings: Settings, process_index: int) -> str:
+    """This process's name in the stream consumer groups: stable across restarts
+    (so a restarted process re-delivers its own pending entries at once) and
+    distinct for every gateway process of a host (host, port, process slot)."""
+    return f"{socket.gethostname()}:{settings.port}:{process_index}"
+
+
+def create_app(
+    settings: Settings, redis_url: str, admin_token: str, process_index: int = 0
+) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=CLIENT_MAX_SIZE)
     app[SETTINGS] = settings
     app[ADMIN_TOKEN] = admin_token
@@ -70,5 +82,20 @@ def create_app(settings: Settings, redis_url: str, admin_token: str) -> web.Appl
     def heartbeat(rt: Runtime) -> Coroutine[Any, Any, None]:
         return peers.heartbeat(rt.redis, peers.process_id(), rt.set_processes)
 
-    app.cleanup_ctx.extend([runtime_ctx, background(listen), background(heartbeat)])
+    async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+        rt = app[RUNTIME]
+
+        async def released(sale_id: str) -> None:
+            await publish_sale_changed(rt.redis, sale_id)
+
+        sink = sink_from_url(settings.sink_url, timeout=settings.delivery_timeout)
+        pipeline = Pipeline(
+            rt.redis, rt.scripts, sink, settings, consumer_name(settings, process_index), released
+        )
+        await pipeline.start()
+        rt.pipeline = pipeline
+        yield
+        await pipeline.stop()
+
+    app.cleanup_ctx.extend([runtime_ctx, background(listen), background(heartbeat), pipeline_ctx])
     return app

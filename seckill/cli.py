@@ -98,6 +98,20 @@ def cli() -> None:
     help="Undelivered orders per sale past which buys get 503 overloaded (0 = no bound).",
 )
 @option(
+    "delivery-timeout",
+    type=float,
+    default=DEFAULTS.delivery_timeout,
+    show_default=True,
+    help="Seconds one delivery to the sink may take.",
+)
+@option(
+    "delivery-retries",
+    type=int,
+    default=DEFAULTS.delivery_retries,
+    show_default=True,
+    help="Retries (with backoff) before an order fails and its stock goes back.",
+)
+@option(
     "auth",
     type=click.Choice(["header", "jwt"]),
     default=DEFAULTS.auth,

@@ -62,7 +62,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
-    except BadHttpMessage as exc:
+    except (BadHttpMessage, web.RequestPayloadError) as exc:
         # Raised while reading the body: bad gzip/deflate data, broken chunking.
         # The client's fault, not a bug of ours.
         log.info("unreadable body on %s %s: %s", request.method, request.path, exc)

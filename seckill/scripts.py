@@ -44,6 +44,14 @@ class Admit(IntEnum):
     REPLAY = 9
 
 
+class Cancel(IntEnum):
+    """Mirrors the return codes in lua/cancel.lua."""
+
+    NOT_FOUND = 0
+    CANCELLED = 1
+    NOT_CANCELLABLE = 2
+
+
 class SalePut(IntEnum):
     """Mirrors the return codes in lua/sale_put.lua."""
 
@@ -88,6 +96,9 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self._admit: AsyncScript = redis.register_script(lua_source("admit"))
         self._sale_put: AsyncScript = redis.register_script(lua_source("sale_put"))
+        self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
+        self._release: AsyncScript = redis.register_script(lua_source("release"))
+        self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
 
     async def admit(
         self,
@@ -154,6 +165,37 @@ class Scripts:
             return SalePutResult(outcome, {}, sold=int(reply[1]))
         flat = [_str(x) for x in reply[1:]]
         return SalePutResult(outcome, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def confirm(
+        self, sale_id: str, order_id: str, group: str, entry_id: str, *, now_ms: int | None = None
+    ) -> bool:
+        """queued -> confirmed, then XACK. True when the status changed."""
+        changed = await self._confirm(
+            keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.stream(sale_id)],
+            args=[group, entry_id, "" if now_ms is None else now_ms],
+        )
+        return bool(int(changed))
+
+    async def release(self, sale_id: str, order_id: str, group: str, entry_id: str) -> bool:
+        """queued -> failed with its units back, then XACK. True when the status changed."""
+        changed = await self._release(
+            keys=[
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.stream(sale_id),
+            ],
+            args=[group, entry_id],
+        )
+        return bool(int(changed))
+
+    async def cancel(self, sale_id: str, order_id: str) -> tuple[Cancel, dict[str, str]]:
+        """queued|confirmed -> cancelled with its units back; the order hash after."""
+        reply: list[Any] = await self._cancel(
+            keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)]
+        )
+        flat = [_str(x) for x in reply[1:]]
+        return Cancel(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _str(value: Any) -> str:

@@ -33,6 +33,7 @@ from aiohttp import web
 from seckill.app import create_app
 from seckill.embedded import PR_SET_PDEATHSIG, EmbeddedRedis
 from seckill.settings import Settings
+from seckill.sinks import SinkError
 
 log = logging.getLogger("seckill.server")
 
@@ -92,14 +93,22 @@ def check_redis(url: str, timeout: float) -> None:
 
 
 async def run_app(
-    settings: Settings, redis_url: str, admin_token: str, ready: Callable[[], None]
+    settings: Settings,
+    redis_url: str,
+    admin_token: str,
+    ready: Callable[[], None],
+    process_index: int = 0,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully."""
-    app = create_app(settings, redis_url, admin_token)
+    app = create_app(settings, redis_url, admin_token, process_index)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except SinkError as exc:
+        await runner.cleanup()
+        raise ServeError(f"order sink unusable: {exc}") from None
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=4096)
         try:
@@ -130,7 +139,9 @@ def _worker_main(
     ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     configure_logging(settings.log_level)
     try:
-        uvloop.run(run_app(settings, redis_url, admin_token, lambda: report.put(("ready", index))))
+        uvloop.run(
+            run_app(settings, redis_url, admin_token, lambda: report.put(("ready", index)), index)
+        )
     except Exception as exc:
         report.put(("error", index, str(exc)))
         sys.exit(2)

@@ -11,6 +11,7 @@ from seckill import limits
 from seckill.auth import Identify
 from seckill.events import Listener
 from seckill.limits import Limits
+from seckill.pipeline import Pipeline
 from seckill.sales import SaleCache
 from seckill.scripts import Scripts
 from seckill.settings import Settings
@@ -29,6 +30,7 @@ class Runtime:
     #: live gateway processes, cluster-wide (from the heartbeat).
     processes: int = 1
     listener: Listener | None = None
+    pipeline: Pipeline | None = None
 
     @property
     def listening(self) -> bool:

@@ -54,6 +54,7 @@ class Gateway:
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = Path(".")
         full_env = {**os.environ, "SECKILL_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "seckill", "serve", "--port", str(self.port), *args],
@@ -140,3 +141,17 @@ async def blast(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return results
+
+
+async def until(condition, within: float = 10.0, what: str = "the condition") -> None:  # type: ignore[no-untyped-def]
+    """Poll *condition* (sync or async) until it holds; fail after *within* seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)

@@ -43,7 +43,7 @@ async def test_ok_writes_order_stream_and_counters(scripts: Scripts, redis: Redi
     }
     entries = await redis.xrange(keys.stream("s"))
     assert [e[1] for e in entries] == [
-        {"order_id": r.order_id, "user_id": "alice", "quantity": "1"}
+        {"order_id": r.order_id, "user_id": "alice", "quantity": "1", "created_at": str(T0)}
     ]
     assert await redis.hget(keys.units("s"), "alice") == "1"
     sale = await redis.hgetall(keys.sale("s"))

@@ -10,9 +10,10 @@ from seckill import errors, keys, limits
 from seckill.auth import check_admin
 from seckill.events import publish_limits_changed, publish_sale_changed
 from seckill.middleware import json_response
+from seckill.routes.customer import order_view
 from seckill.routes.validate import integer, json_object, path_id
 from seckill.sales import admin_view, now_ms
-from seckill.scripts import SalePut
+from seckill.scripts import Cancel, SalePut
 from seckill.state import ADMIN_TOKEN, RUNTIME
 from seckill.timefmt import parse_rfc3339
 
@@ -114,3 +115,22 @@ async def put_limits(request: web.Request) -> web.Response:
     rt.apply_limits(stored)
     await publish_limits_changed(rt.redis)
     return json_response(stored.as_json())
+
+
+@routes.post("/admin/v1/orders/{order_id}/cancel")
+async def cancel_order(request: web.Request) -> web.Response:
+    """queued|confirmed -> cancelled; its units go back and the user may buy again."""
+    _admin(request)
+    order_id = request.match_info["order_id"]
+    sale_id = keys.sale_of_order(order_id)
+    if sale_id is None:
+        raise errors.InvalidRequest("Malformed order_id.")
+    rt = request.app[RUNTIME]
+    outcome, order = await rt.scripts.cancel(sale_id, order_id)
+    if outcome is Cancel.NOT_FOUND:
+        raise errors.OrderNotFound()
+    if outcome is Cancel.NOT_CANCELLABLE:
+        raise errors.OrderNotCancellable(f"The order is already {order.get('status')}.")
+    rt.cache.changed(sale_id)
+    await publish_sale_changed(rt.redis, sale_id)
+    return json_response(order_view(order))

@@ -17,7 +17,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """200 when Redis answers and this process's event listener is subscribed."""
+    """200 when Redis answers, the event listener is subscribed and the order workers run."""
     rt = request.app[RUNTIME]
     try:
         await rt.redis.ping()
@@ -25,4 +25,6 @@ async def readyz(request: web.Request) -> web.Response:
         return error_response(503, "unavailable", "Redis does not answer.", 1)
     if not rt.listening:
         return error_response(503, "unavailable", "Not subscribed to events yet.", 1)
+    if rt.pipeline is None or not rt.pipeline.running:
+        return error_response(503, "unavailable", "The order workers are not running.", 1)
     return json_response({"status": "ready"})

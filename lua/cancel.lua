@@ -1,0 +1,41 @@
+-- cancel.lua — an operator cancels an order: its units go back to stock and
+-- to the user, who may buy again.
+--
+-- KEYS[1]  seckill:{S}:order:{O}   order hash
+-- KEYS[2]  seckill:{S}:sale        sale hash
+-- KEYS[3]  seckill:{S}:units       hash user -> units held
+--
+-- Returns {code, field1, value1, ...}: the order hash after the call.
+--   {0 NOT_FOUND}
+--   {1 CANCELLED, ...}           was queued or confirmed, now cancelled
+--   {2 NOT_CANCELLABLE, ...}     already failed or cancelled: nothing changed
+--
+-- A queued order's stream entry stays where it is; the worker that reads it
+-- finds the order cancelled and only acknowledges it. Cancelling does not
+-- notify the sink (see README).
+
+local o = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'quantity')
+if not o[1] then
+  return {0}
+end
+local code = 2
+if o[1] == 'queued' or o[1] == 'confirmed' then
+  local qty = tonumber(o[3])
+  redis.call('HSET', KEYS[1], 'status', 'cancelled')
+  redis.call('HINCRBY', KEYS[2], 'stock_left', qty)
+  redis.call('HINCRBY', KEYS[2], 'n_' .. o[1], -1)
+  redis.call('HINCRBY', KEYS[2], 'n_cancelled', 1)
+  if o[1] == 'queued' then
+    redis.call('HINCRBY', KEYS[2], 'backlog', -1)
+  end
+  if redis.call('HINCRBY', KEYS[3], o[2], -qty) <= 0 then
+    redis.call('HDEL', KEYS[3], o[2])
+  end
+  code = 1
+end
+local out = {code}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all do
+  out[#out + 1] = all[i]
+end
+return out

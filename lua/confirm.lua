@@ -1,0 +1,32 @@
+-- confirm.lua — the sink has the order: mark it confirmed and acknowledge its entry.
+--
+-- KEYS[1]  seckill:{S}:order:{O}   order hash
+-- KEYS[2]  seckill:{S}:sale        sale hash (counters)
+-- KEYS[3]  seckill:{S}:orders      the sale's stream
+--
+-- ARGV[1]  consumer group
+-- ARGV[2]  stream entry id
+-- ARGV[3]  now in ms, or "" to use Redis TIME
+--
+-- Returns 1 when the order went queued -> confirmed, 0 when it was not queued
+-- (already confirmed, failed or cancelled: nothing changes but the XACK).
+-- Idempotent: a replayed confirm changes nothing twice.
+
+local status = redis.call('HGET', KEYS[1], 'status')
+local changed = 0
+if status == 'queued' then
+  local now
+  if ARGV[3] ~= "" then
+    now = tonumber(ARGV[3])
+  else
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  redis.call('HSET', KEYS[1], 'status', 'confirmed', 'confirmed_at', now)
+  redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
+  redis.call('HINCRBY', KEYS[2], 'n_confirmed', 1)
+  redis.call('HINCRBY', KEYS[2], 'backlog', -1)
+  changed = 1
+end
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+return changed

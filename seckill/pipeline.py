@@ -1,0 +1,355 @@
+"""The order pipeline: Redis Stream → bounded queue → worker pool → sink.
+
+Per gateway process:
+
+- the **reader** reads every sale's stream through the consumer group
+  ``GROUP`` under this process's consumer name, and puts entries into a
+  bounded ``asyncio.Queue``; when the queue is full it stops reading, so a
+  burst waits in the stream, never in RAM. At start it first re-reads the
+  entries still pending on its own name (a restart re-delivers them at once);
+- ``workers`` tasks take entries and deliver them to the sink (timeout per
+  try, exponential backoff with jitter, a retry budget); success runs
+  confirm.lua, a spent budget release.lua — each also acknowledges the entry;
+- the **keeper** re-claims this process's held entries to itself every few
+  seconds (XCLAIM … JUSTID), so an entry that waits in a slow queue never
+  looks idle to other processes;
+- the **reclaimer** takes over entries idle longer than ``IDLE_TIMEOUT`` —
+  those of a dead process — with XAUTOCLAIM; it runs cluster-wide once at a
+  time under redis-py's ``Lock``.
+
+Shutdown: stop reading, let in-flight deliveries finish within a deadline,
+leave the rest pending in the stream (delivered after restart; sinks are
+idempotent, so nothing is written twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError, RedisError, ResponseError
+
+from seckill import keys
+from seckill.scripts import Scripts
+from seckill.settings import Settings
+from seckill.sinks import Order, Sink, SinkError, one_line
+
+log = logging.getLogger("seckill.pipeline")
+
+GROUP = "seckill"
+#: an entry pending this long (ms) on one consumer is taken over by another.
+IDLE_TIMEOUT_MS = 15_000
+#: seconds between reclaimer passes and keeper refreshes.
+RECLAIM_INTERVAL = 5.0
+KEEP_INTERVAL = 4.0
+#: seconds between looks at the sale index for new sales.
+DISCOVER_INTERVAL = 1.0
+RECLAIM_LOCK = f"{keys.PREFIX}:lock:reclaimer"
+BACKOFF_BASE, BACKOFF_CAP = 0.1, 10.0
+#: seconds to wait for in-flight deliveries at shutdown.
+DRAIN_DEADLINE = 10.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    sale_id: str
+    entry_id: str
+    order_id: str
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        sink: Sink,
+        settings: Settings,
+        consumer: str,
+        on_released: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.redis, self.scripts, self.sink = redis, scripts, sink
+        self.consumer = consumer
+        self.workers = settings.order_workers
+        self.retries = settings.delivery_retries
+        self.delivery_timeout = settings.delivery_timeout
+        # a blocking read must end well before the socket timeout
+        self.block_ms = max(10, min(1000, int(settings.redis_timeout * 500)))
+        self.queue: asyncio.Queue[Entry] = asyncio.Queue(settings.queue_size)
+        self.on_released = on_released
+        self.sales: set[str] = set()
+        #: entries read by this process and not yet acknowledged, per sale
+        self.held: dict[str, set[str]] = {}
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        #: worker tasks that are handling an entry right now
+        self._delivering: set[asyncio.Task[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return (
+            bool(self._workers)
+            and not self.stopping
+            and all(not t.done() for t in self._tasks + self._workers)
+        )
+
+    async def start(self) -> None:
+        await self.sink.start()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="pipeline-reader"),
+            asyncio.create_task(self._keep_loop(), name="pipeline-keeper"),
+            asyncio.create_task(self._reclaim_loop(), name="pipeline-reclaimer"),
+        ]
+        self._workers = [
+            asyncio.create_task(self._work_loop(), name=f"pipeline-worker-{i}")
+            for i in range(self.workers)
+        ]
+
+    async def stop(self, deadline: float = DRAIN_DEADLINE) -> None:
+        """Stop intake, let in-flight deliveries finish within *deadline* seconds."""
+        self.stopping = True
+        self._stopped.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # idle workers wait on the queue: cancel them; busy ones finish their order
+        for task in self._workers:
+            if task not in self._delivering:
+                task.cancel()
+        _, late = await asyncio.wait(self._workers, timeout=deadline)
+        for task in late:
+            log.warning("a delivery did not finish in %.0fs; its order stays pending", deadline)
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        left = self.queue.qsize()
+        if left:
+            log.info("%d order(s) left pending in the stream for after the restart", left)
+        await self.sink.close()
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _discover(self) -> list[str]:
+        """New sales in the index; their consumer groups exist afterwards."""
+        found: set[str] = await self.redis.smembers(keys.SALES_INDEX)  # type: ignore[misc, assignment]
+        new = sorted(found - self.sales)
+        for sale_id in new:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+                await self.redis.xgroup_create(keys.stream(sale_id), GROUP, id="0", mkstream=True)
+            self.held.setdefault(sale_id, set())
+        self.sales.update(new)
+        return new
+
+    async def _read_own_pending(self, sale_id: str) -> None:
+        """Re-deliver what this consumer name read before a restart."""
+        last = "0"
+        while not self.stopping:
+            reply: Any = await self.redis.xreadgroup(
+                GROUP, self.consumer, {keys.stream(sale_id): last}, count=100
+            )
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                await self._enqueue(sale_id, entry_id, fields)
+                last = entry_id
+
+    async def _enqueue(self, sale_id: str, entry_id: str, fields: dict[str, str] | None) -> None:
+        if not fields or "order_id" not in fields:  # deleted or foreign entry: just ack it
+            await self.redis.xack(keys.stream(sale_id), GROUP, entry_id)
+            return
+        held = self.held.setdefault(sale_id, set())
+        if entry_id in held:
+            return
+        held.add(entry_id)
+        await self.queue.put(Entry(sale_id, entry_id, fields["order_id"]))
+
+    async def _read_loop(self) -> None:
+        next_discovery = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_discovery:
+                    for sale_id in await self._discover():
+                        await self._read_own_pending(sale_id)
+                    next_discovery = time.monotonic() + DISCOVER_INTERVAL
+                if not self.sales:
+                    await asyncio.sleep(DISCOVER_INTERVAL)
+                    continue
+                free = self.queue.maxsize - self.queue.qsize()
+                reply: Any = await self.redis.xreadgroup(
+                    GROUP,
+                    self.consumer,
+                    {keys.stream(s): ">" for s in sorted(self.sales)},
+                    count=max(1, min(free, 500)),
+                    block=self.block_ms,
+                )
+                for stream, entries in reply or []:
+                    sale_id = _sale_of_stream(stream)
+                    for entry_id, fields in entries:
+                        await self._enqueue(sale_id, entry_id, fields)  # waits when full
+            except (RedisError, OSError) as exc:
+                log.warning("order reader: Redis error (%s); retrying", one_line(exc))
+                await asyncio.sleep(1.0)
+
+    # -- keeping and reclaiming -------------------------------------------------------
+
+    async def _keep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KEEP_INTERVAL)
+            for sale_id, ids in list(self.held.items()):
+                if not ids:
+                    continue
+                try:
+                    await self.redis.xclaim(
+                        keys.stream(sale_id), GROUP, self.consumer, 0, list(ids), justid=True
+                    )
+                except (RedisError, OSError) as exc:
+                    log.warning("order keeper: Redis error (%s)", one_line(exc))
+
+    async def _reclaim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECLAIM_INTERVAL)
+            try:
+                await self.reclaim()
+            except (RedisError, OSError) as exc:
+                log.warning("order reclaimer: Redis error (%s)", one_line(exc))
+
+    async def reclaim(self, idle_ms: int = IDLE_TIMEOUT_MS) -> int:
+        """One pass: take over entries idle for *idle_ms*, once at a time cluster-wide."""
+        lock = self.redis.lock(RECLAIM_LOCK, timeout=RECLAIM_INTERVAL * 2, blocking=False)
+        if not await lock.acquire():
+            return 0
+        taken = 0
+        try:
+            for sale_id in sorted(self.sales):
+                start = "0-0"
+                while not self.stopping:
+                    free = self.queue.maxsize - self.queue.qsize()
+                    if free <= 0:
+                        return taken
+                    claimed: Any = await self.redis.xautoclaim(
+                        keys.stream(sale_id), GROUP, self.consumer, idle_ms, start, count=free
+                    )
+                    start, entries = claimed[0], claimed[1]
+                    for entry_id, fields in entries:
+                        await self._enqueue(sale_id, entry_id, fields)
+                    taken += len(entries)
+                    await lock.reacquire()  # extend while held
+                    if start in ("0-0", b"0-0"):
+                        break
+        finally:
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.release()
+        if taken:
+            log.info("reclaimed %d order(s) from stopped consumers", taken)
+        return taken
+
+    # -- delivering -------------------------------------------------------------------
+
+    async def _work_loop(self) -> None:
+        while not self.stopping:
+            entry = await self.queue.get()
+            if self.stopping:  # shutting down: leave it pending in the stream
+                self.queue.put_nowait(entry)
+                return
+            me = asyncio.current_task()
+            assert me is not None
+            self._delivering.add(me)
+            try:
+                await self._handle(entry)
+            except Exception:
+                log.exception("order %s: unexpected error; left for the reclaimer", entry.order_id)
+            finally:
+                self._delivering.discard(me)
+                self.held.get(entry.sale_id, set()).discard(entry.entry_id)
+
+    async def _handle(self, entry: Entry) -> None:
+        order_key = keys.order(entry.sale_id, entry.order_id)
+        stored: dict[str, str] = await self._redis_retry(
+            lambda: self.redis.hgetall(order_key)  # type: ignore[arg-type, return-value]
+        )
+        stream = keys.stream(entry.sale_id)
+        if stored.get("status") != "queued":  # cancelled, or done by a process that died
+            await self._redis_retry(lambda: self.redis.xack(stream, GROUP, entry.entry_id))
+            return
+        order = Order(
+            order_id=entry.order_id,
+            sale_id=entry.sale_id,
+            user_id=stored["user_id"],
+            quantity=int(stored["quantity"]),
+            created_at_ms=int(stored["created_at"]),
+        )
+        delivered = await self._deliver(order)
+        if delivered is None:
+            return
+        if delivered:
+            await self._redis_retry(
+                lambda: self.scripts.confirm(entry.sale_id, entry.order_id, GROUP, entry.entry_id)
+            )
+            return
+        released = await self._redis_retry(
+            lambda: self.scripts.release(entry.sale_id, entry.order_id, GROUP, entry.entry_id)
+        )
+        if released:
+            log.warning(
+                "order %s failed after %d tries; stock returned", order.order_id, self.retries + 1
+            )
+            await self._redis_retry(lambda: self.on_released(entry.sale_id))
+
+    async def _deliver(self, order: Order) -> bool | None:
+        """True: delivered. False: the retry budget is spent. None: shutting down
+        between tries — the entry stays pending for after the restart."""
+        for attempt in range(self.retries + 1):
+            try:
+                await asyncio.wait_for(self.sink.deliver(order), self.delivery_timeout)
+                return True
+            except (SinkError, TimeoutError) as exc:
+                log.info(
+                    "order %s: delivery %d failed: %s", order.order_id, attempt + 1, one_line(exc)
+                )
+            if attempt < self.retries:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), backoff(attempt))
+                if self.stopping:
+                    return None
+        return False
+
+    async def _redis_retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis call until it succeeds: a delivered order must get confirmed."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except (RedisError, OSError) as exc:
+                if self.stopping:
+                    raise
+                log.warning("pipeline: Redis error (%s); retrying", one_line(exc))
+                await asyncio.sleep(backoff(attempt) + 0.05)
+                attempt += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue.qsize(),
+            "queue_size": self.queue.maxsize,
+            "busy": len(self._delivering),
+            "workers": self.workers,
+        }
+
+
+def _sale_of_stream(stream: str) -> str:
+    # seckill:{S}:orders
+    return stream[len(keys.PREFIX) + 2 : -len("}:orders")]
