@@ -74,7 +74,8 @@ def cli() -> None:
 @option(
     "order-sink",
     default=None,
-    help="sqlite:///path, http(s)://… or postgresql://… (default: sqlite:///<data-dir>/orders.db).",
+    help="sqlite:///relative/path or sqlite:////absolute/path, http(s)://… or "
+    "postgresql://… (default: <data-dir>/orders.db).",
 )
 @option(
     "order-workers",

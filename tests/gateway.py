@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -54,7 +56,11 @@ class Gateway:
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = Path(".")
+        self._own_dir: str | None = None
+        if "--data-dir" not in args:  # never write into the working tree
+            self._own_dir = tempfile.mkdtemp(prefix="seckill-gw-")
+            args = (*args, "--data-dir", self._own_dir)
+        self.data_dir = Path(args[args.index("--data-dir") + 1])
         full_env = {**os.environ, "SECKILL_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "seckill", "serve", "--port", str(self.port), *args],
@@ -99,6 +105,8 @@ class Gateway:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
     def __enter__(self) -> Gateway:
         return self

@@ -49,7 +49,6 @@ def gateway2(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     flush.close()
     data = tmp_path_factory.mktemp("gw2")
     with Gateway("--processes", "2", "--redis-url", redis_url, "--data-dir", str(data)) as gw:
-        gw.data_dir = data
         gw.wait_ready()
         yield gw
         assert gw.stop() == 0
