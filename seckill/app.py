@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from seckill import peers
 from seckill.auth import identity_for
+from seckill.autopipe import AutoPipeline
 from seckill.events import Listener, publish_sale_changed
 from seckill.middleware import errors_middleware
 from seckill.pipeline import Pipeline
@@ -65,7 +66,8 @@ def create_app(
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = make_redis(redis_url, settings)
-        rt = Runtime(redis=redis, scripts=Scripts(redis))
+        pipe = AutoPipeline(redis_url, settings.redis_timeout)
+        rt = Runtime(redis=redis, scripts=Scripts(redis, pipe))
         rt.listener = Listener(redis, rt.cache, rt.reload_limits)
         try:
             await rt.reload_limits()  # serve the first request with the stored limits
@@ -73,6 +75,7 @@ def create_app(
             log.warning("could not read the stored limits yet (%s); will retry", exc)
         app[RUNTIME] = rt
         yield
+        await pipe.aclose()
         await close_redis(redis)
 
     def listen(rt: Runtime) -> Coroutine[Any, Any, None]:

@@ -16,8 +16,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from seckill import keys
+from seckill.autopipe import AutoPipeline
 from seckill.limits import UNLIMITED, Limits
 
 
@@ -91,9 +93,15 @@ def _num(value: float | None) -> str:
 
 
 class Scripts:
-    """The registered scripts of one Redis client."""
+    """The registered scripts of one Redis client.
 
-    def __init__(self, redis: Redis) -> None:
+    With an :class:`AutoPipeline`, admit.lua (the hot path) travels through
+    it; every other script goes through redis-py.
+    """
+
+    def __init__(self, redis: Redis, pipe: AutoPipeline | None = None) -> None:
+        self._redis = redis
+        self._pipe = pipe
         self._admit: AsyncScript = redis.register_script(lua_source("admit"))
         self._sale_put: AsyncScript = redis.register_script(lua_source("sale_put"))
         self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
@@ -113,8 +121,8 @@ class Scripts:
         now_ms: int | None = None,
     ) -> AdmitResult:
         order_id = new_order_id(sale_id)
-        reply: list[Any] = await self._admit(
-            keys=[
+        reply: list[Any] = await self._call_admit(
+            [
                 keys.sale(sale_id),
                 keys.units(sale_id),
                 keys.idem(sale_id, user_id, idempotency_key or ""),
@@ -123,7 +131,7 @@ class Scripts:
                 keys.bucket(sale_id),
                 keys.user_bucket(sale_id, user_id),
             ],
-            args=[
+            [
                 user_id,
                 quantity,
                 order_id,
@@ -152,6 +160,19 @@ class Scripts:
         if outcome is Admit.RATE_LIMITED:
             return AdmitResult(outcome, retry_after_ms=int(reply[1]))
         return AdmitResult(outcome)
+
+    async def _call_admit(self, key_list: list[str], args: list[Any]) -> Any:
+        if self._pipe is None:
+            return await self._admit(keys=key_list, args=args)
+        command = ("EVALSHA", self._admit.sha, len(key_list), *key_list, *args)
+        try:
+            return await self._pipe.execute(*command)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # Not run (the server lost its scripts, e.g. a restart): load and send again.
+        await self._redis.script_load(self._admit.script)
+        return await self._pipe.execute(*command)
 
     async def sale_put(
         self, sale_id: str, fields: dict[str, Any], *, now_ms: int | None = None
