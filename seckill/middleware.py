@@ -30,7 +30,8 @@ _HTTP_CODES = {
     413: ("payload_too_large", "The request body is too large."),
 }
 
-REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError, asyncio.TimeoutError, OSError)
+#: what a lost, hung or still-loading Redis raises through redis-py and seckill.autopipe
+REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError)
 
 
 def json_response(
@@ -67,6 +68,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         # The client's fault, not a bug of ours.
         log.info("unreadable body on %s %s: %s", request.method, request.path, exc)
         return error_response(400, "invalid_request", "The request body could not be read.")
+    except ConnectionResetError as exc:  # the client went away mid-request
+        log.info("client gone on %s %s: %s", request.method, request.path, exc)
+        return error_response(400, "invalid_request", "The connection was reset.")
     except REDIS_DOWN as exc:
         log.warning("Redis unavailable on %s %s: %s", request.method, request.path, exc)
         return error_response(503, Unavailable.code, Unavailable.message, 1)
