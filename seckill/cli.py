@@ -154,6 +154,52 @@ def serve(**flags: Any) -> None:
         fail(str(exc))
 
 
+@cli.command()
+@option("stock", type=click.IntRange(0, 10**9), default=1000, show_default=True, help="Units.")
+@option(
+    "customers",
+    type=click.IntRange(1, 200_000),
+    default=5000,
+    show_default=True,
+    help="Simulated customers; each buys once.",
+)
+@option(
+    "per-user-limit",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Units one customer may hold (customers ask for 1..limit).",
+)
+@option(
+    "processes", type=click.IntRange(1, 64), default=2, show_default=True, help="Gateway processes."
+)
+@option(
+    "data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the gateway's data here (default: a temporary directory, removed after).",
+)
+@option(
+    "concurrency",
+    type=click.IntRange(1, 10_000),
+    default=256,
+    show_default=True,
+    help="Requests in flight at most.",
+)
+@option(
+    "deadline",
+    type=click.FloatRange(min=5),
+    default=120.0,
+    show_default=True,
+    help="Seconds the sale and its drain may take.",
+)
+def demo(**flags: Any) -> None:
+    """A finite flash sale against a local gateway; exit 1 if an invariant broke."""
+    from seckill.demo import DemoOptions, run_demo
+
+    sys.exit(run_demo(DemoOptions(**flags), lambda line: click.echo(line)))
+
+
 def _admin_options(f: Any) -> Any:
     f = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")(f)
     f = click.option(
