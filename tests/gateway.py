@@ -62,13 +62,20 @@ class Gateway:
             args = (*args, "--data-dir", self._own_dir)
         self.data_dir = Path(args[args.index("--data-dir") + 1])
         full_env = {**os.environ, "SECKILL_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+        # its output goes to a file, not a pipe nobody reads (a full pipe blocks it)
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "seckill", "serve", "--port", str(self.port), *args],
             env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def output(self) -> str:
+        """Everything the gateway printed so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def ready(self) -> bool:
         try:
@@ -80,8 +87,7 @@ class Gateway:
     def wait_ready(self, timeout: float = 60) -> Gateway:
         def up() -> bool:
             if self.proc.poll() is not None:
-                _, err = self.proc.communicate()
-                raise AssertionError(f"gateway exited {self.proc.returncode}: {err.decode()}")
+                raise AssertionError(f"gateway exited {self.proc.returncode}: {self.output()}")
             return self.ready()
 
         wait_for(up, timeout, "the gateway to be ready")
@@ -102,9 +108,7 @@ class Gateway:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.wait(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
+        self.log.close()
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
 
