@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from seckill import keys
+from seckill.aiotools import reraise_if_cancelling
 from seckill.sales import SaleCache
 
 log = logging.getLogger("seckill.events")
@@ -66,6 +67,7 @@ class Listener:
                     if message is not None:
                         await self._handle(message.get("data"))
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 if self.subscribed:
                     log.warning("event listener lost Redis (%s); reconnecting", exc)
                 self.subscribed = False

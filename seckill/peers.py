@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from seckill import keys
+from seckill.aiotools import reraise_if_cancelling
 
 log = logging.getLogger("seckill.peers")
 
@@ -48,6 +49,7 @@ async def heartbeat(redis: Redis, me: str, on_count: Callable[[int], None]) -> N
             try:
                 on_count(await beat(redis, me))
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 log.debug("heartbeat failed: %s", exc)
             await asyncio.sleep(INTERVAL)
     finally:

@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import keys
+from seckill.aiotools import reraise_if_cancelling
 from seckill.scripts import Scripts
 from seckill.settings import Settings
 from seckill.sinks import Order, Sink, SinkError, one_line
@@ -180,7 +181,7 @@ class Pipeline:
 
     async def _read_loop(self) -> None:
         next_discovery = 0.0
-        while True:
+        while not self.stopping:
             try:
                 if time.monotonic() >= next_discovery:
                     for sale_id in await self._discover():
@@ -202,13 +203,16 @@ class Pipeline:
                     for entry_id, fields in entries:
                         await self._enqueue(sale_id, entry_id, fields)  # waits when full
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                if self.stopping:
+                    return
                 log.warning("order reader: Redis error (%s); retrying", one_line(exc))
                 await asyncio.sleep(1.0)
 
     # -- keeping and reclaiming -------------------------------------------------------
 
     async def _keep_loop(self) -> None:
-        while True:
+        while not self.stopping:
             await asyncio.sleep(KEEP_INTERVAL)
             for sale_id, ids in list(self.held.items()):
                 if not ids:
@@ -218,14 +222,16 @@ class Pipeline:
                         keys.stream(sale_id), GROUP, self.consumer, 0, list(ids), justid=True
                     )
                 except (RedisError, OSError) as exc:
+                    reraise_if_cancelling()
                     log.warning("order keeper: Redis error (%s)", one_line(exc))
 
     async def _reclaim_loop(self) -> None:
-        while True:
+        while not self.stopping:
             await asyncio.sleep(RECLAIM_INTERVAL)
             try:
                 await self.reclaim()
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 log.warning("order reclaimer: Redis error (%s)", one_line(exc))
 
     async def reclaim(self, idle_ms: int = IDLE_TIMEOUT_MS) -> int:
@@ -335,6 +341,7 @@ class Pipeline:
             try:
                 return await call()
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 if self.stopping:
                     raise
                 log.warning("pipeline: Redis error (%s); retrying", one_line(exc))
