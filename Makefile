@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REDIS_SERVER ?= $(shell command -v redis-server 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format clean
+.PHONY: install run demo test lint format clean loadtest bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,23 @@ install:
 run: $(STAMP)
 	$(BIN)/python -m seckill.quickstart
 
+demo: $(STAMP)
+	$(BIN)/seckill demo
+
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 	@if [ -n "$(REDIS_SERVER)" ]; then \
 		echo "== again against $(REDIS_SERVER) =="; \
 		SECKILL_TEST_REDIS_SERVER=$(REDIS_SERVER) $(BIN)/pytest $(PYTEST_ARGS); \
 	fi
+
+# The benchmark (API.md §8): wrk from Debian when missing; BENCH_DURATION=<s>,
+# BENCH_QUICK=1 and BENCH_ARGS="--processes 2 --scenarios admit" narrow it.
+bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y -q wrk \
+		|| (apt-get update -q && apt-get install -y -q wrk) \
+		|| (sudo apt-get update -q && sudo apt-get install -y -q wrk)
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check seckill tests loadtest
@@ -41,3 +52,6 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtest.run
