@@ -67,7 +67,7 @@ def create_app(
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = make_redis(redis_url, settings)
         pipe = AutoPipeline(redis_url, settings.redis_timeout)
-        rt = Runtime(redis=redis, scripts=Scripts(redis, pipe))
+        rt = Runtime(redis=redis, scripts=Scripts(redis, pipe), pipe=pipe)
         rt.listener = Listener(redis, rt.cache, rt.reload_limits)
         try:
             await rt.reload_limits()  # serve the first request with the stored limits
@@ -93,7 +93,13 @@ def create_app(
 
         sink = sink_from_url(settings.sink_url, timeout=settings.delivery_timeout)
         pipeline = Pipeline(
-            rt.redis, rt.scripts, sink, settings, consumer_name(settings, process_index), released
+            rt.redis,
+            rt.scripts,
+            sink,
+            settings,
+            consumer_name(settings, process_index),
+            released,
+            rt.pipe,
         )
         await pipeline.start()
         rt.pipeline = pipeline

@@ -38,6 +38,7 @@ from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import keys
 from seckill.aiotools import reraise_if_cancelling
+from seckill.autopipe import AutoPipeline
 from seckill.scripts import Scripts
 from seckill.settings import Settings
 from seckill.sinks import Order, Sink, SinkError, one_line
@@ -64,7 +65,8 @@ T = TypeVar("T")
 class Entry:
     sale_id: str
     entry_id: str
-    order_id: str
+    #: the order as its stream entry carries it (admit.lua writes every field)
+    order: Order
 
 
 def backoff(attempt: int) -> float:
@@ -81,8 +83,9 @@ class Pipeline:
         settings: Settings,
         consumer: str,
         on_released: Callable[[str], Awaitable[None]],
+        pipe: AutoPipeline | None = None,
     ) -> None:
-        self.redis, self.scripts, self.sink = redis, scripts, sink
+        self.redis, self.scripts, self.sink, self.pipe = redis, scripts, sink, pipe
         self.consumer = consumer
         self.workers = settings.order_workers
         self.retries = settings.delivery_retries
@@ -170,14 +173,23 @@ class Pipeline:
                 last = entry_id
 
     async def _enqueue(self, sale_id: str, entry_id: str, fields: dict[str, str] | None) -> None:
-        if not fields or "order_id" not in fields:  # deleted or foreign entry: just ack it
+        try:
+            order = Order(
+                order_id=fields["order_id"],  # type: ignore[index]
+                sale_id=sale_id,
+                user_id=fields["user_id"],  # type: ignore[index]
+                quantity=int(fields["quantity"]),  # type: ignore[index]
+                created_at_ms=int(fields["created_at"]),  # type: ignore[index]
+            )
+        except (TypeError, KeyError, ValueError):  # deleted or foreign entry: just ack it
+            log.warning("skipping malformed stream entry %s of sale %s", entry_id, sale_id)
             await self.redis.xack(keys.stream(sale_id), GROUP, entry_id)
             return
         held = self.held.setdefault(sale_id, set())
         if entry_id in held:
             return
         held.add(entry_id)
-        await self.queue.put(Entry(sale_id, entry_id, fields["order_id"]))
+        await self.queue.put(Entry(sale_id, entry_id, order))
 
     async def _read_loop(self) -> None:
         next_discovery = 0.0
@@ -278,43 +290,43 @@ class Pipeline:
             try:
                 await self._handle(entry)
             except Exception:
-                log.exception("order %s: unexpected error; left for the reclaimer", entry.order_id)
+                log.exception(
+                    "order %s: unexpected error; left for the reclaimer", entry.order.order_id
+                )
             finally:
                 self._delivering.discard(me)
                 self.held.get(entry.sale_id, set()).discard(entry.entry_id)
 
     async def _handle(self, entry: Entry) -> None:
-        order_key = keys.order(entry.sale_id, entry.order_id)
-        stored: dict[str, str] = await self._redis_retry(
-            lambda: self.redis.hgetall(order_key)  # type: ignore[arg-type, return-value]
-        )
-        stream = keys.stream(entry.sale_id)
-        if stored.get("status") != "queued":  # cancelled, or done by a process that died
-            await self._redis_retry(lambda: self.redis.xack(stream, GROUP, entry.entry_id))
+        order = entry.order
+        order_key = keys.order(entry.sale_id, order.order_id)
+        status = await self._redis_retry(lambda: self._command("HGET", order_key, "status"))
+        if status != "queued":  # cancelled, or done by a process that died
+            stream = keys.stream(entry.sale_id)
+            await self._redis_retry(lambda: self._command("XACK", stream, GROUP, entry.entry_id))
             return
-        order = Order(
-            order_id=entry.order_id,
-            sale_id=entry.sale_id,
-            user_id=stored["user_id"],
-            quantity=int(stored["quantity"]),
-            created_at_ms=int(stored["created_at"]),
-        )
         delivered = await self._deliver(order)
         if delivered is None:
             return
         if delivered:
             await self._redis_retry(
-                lambda: self.scripts.confirm(entry.sale_id, entry.order_id, GROUP, entry.entry_id)
+                lambda: self.scripts.confirm(entry.sale_id, order.order_id, GROUP, entry.entry_id)
             )
             return
         released = await self._redis_retry(
-            lambda: self.scripts.release(entry.sale_id, entry.order_id, GROUP, entry.entry_id)
+            lambda: self.scripts.release(entry.sale_id, order.order_id, GROUP, entry.entry_id)
         )
         if released:
             log.warning(
                 "order %s failed after %d tries; stock returned", order.order_id, self.retries + 1
             )
             await self._redis_retry(lambda: self.on_released(entry.sale_id))
+
+    async def _command(self, *args: str) -> Any:
+        """A plain command, through the auto-pipeline when there is one."""
+        if self.pipe is not None:
+            return await self.pipe.execute(*args)
+        return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
 
     async def _deliver(self, order: Order) -> bool | None:
         """True: delivered. False: the retry budget is spent. None: shutting down

@@ -6,6 +6,7 @@ EVALSHA and reloads it on NOSCRIPT (a Redis restart or SCRIPT FLUSH).
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from enum import IntEnum
@@ -83,9 +84,29 @@ class SalePutResult:
     sold: int = 0
 
 
-def new_order_id(sale_id: str) -> str:
-    """``<sale_id>.<16 url-safe random chars>``: unguessable, carries its sale."""
-    return f"{sale_id}.{secrets.token_urlsafe(12)}"
+class _OrderIds:
+    """``<sale_id>.<8 random url-safe chars><8 hex digits>``: a random prefix per
+    process (re-drawn after a fork, and when the counter wraps) and a counter —
+    unique without a syscall per buy. Ids carry their sale (its Redis slot).
+    An id need not be secret: an order is only shown to its own user."""
+
+    def __init__(self) -> None:
+        self._restart()
+        os.register_at_fork(after_in_child=self._restart)
+
+    def _restart(self) -> None:
+        self.prefix = secrets.token_urlsafe(6)
+        self.count = 0
+
+    def next(self, sale_id: str) -> str:
+        self.count += 1
+        if self.count > 0xFFFFFFFF:
+            self._restart()
+            self.count = 1
+        return f"{sale_id}.{self.prefix}{self.count:08x}"
+
+
+new_order_id = _OrderIds().next
 
 
 def _num(value: float | None) -> str:
@@ -121,7 +142,8 @@ class Scripts:
         now_ms: int | None = None,
     ) -> AdmitResult:
         order_id = new_order_id(sale_id)
-        reply: list[Any] = await self._call_admit(
+        reply: list[Any] = await self._run(
+            self._admit,
             [
                 keys.sale(sale_id),
                 keys.units(sale_id),
@@ -161,17 +183,18 @@ class Scripts:
             return AdmitResult(outcome, retry_after_ms=int(reply[1]))
         return AdmitResult(outcome)
 
-    async def _call_admit(self, key_list: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: AsyncScript, key_list: list[str], args: list[Any]) -> Any:
+        """EVALSHA through the auto-pipeline when there is one, else redis-py."""
         if self._pipe is None:
-            return await self._admit(keys=key_list, args=args)
-        command = ("EVALSHA", self._admit.sha, len(key_list), *key_list, *args)
+            return await script(keys=key_list, args=args)
+        command = ("EVALSHA", script.sha, len(key_list), *key_list, *args)
         try:
             return await self._pipe.execute(*command)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         # Not run (the server lost its scripts, e.g. a restart): load and send again.
-        await self._redis.script_load(self._admit.script)
+        await self._redis.script_load(script.script)
         return await self._pipe.execute(*command)
 
     async def sale_put(
@@ -191,22 +214,24 @@ class Scripts:
         self, sale_id: str, order_id: str, group: str, entry_id: str, *, now_ms: int | None = None
     ) -> bool:
         """queued -> confirmed, then XACK. True when the status changed."""
-        changed = await self._confirm(
-            keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.stream(sale_id)],
-            args=[group, entry_id, "" if now_ms is None else now_ms],
+        changed = await self._run(
+            self._confirm,
+            [keys.order(sale_id, order_id), keys.sale(sale_id), keys.stream(sale_id)],
+            [group, entry_id, "" if now_ms is None else now_ms],
         )
         return bool(int(changed))
 
     async def release(self, sale_id: str, order_id: str, group: str, entry_id: str) -> bool:
         """queued -> failed with its units back, then XACK. True when the status changed."""
-        changed = await self._release(
-            keys=[
+        changed = await self._run(
+            self._release,
+            [
                 keys.order(sale_id, order_id),
                 keys.sale(sale_id),
                 keys.units(sale_id),
                 keys.stream(sale_id),
             ],
-            args=[group, entry_id],
+            [group, entry_id],
         )
         return bool(int(changed))
 

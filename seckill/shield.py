@@ -43,16 +43,27 @@ class LocalShield:
         """Whole seconds (≥ 1) until this process's bucket has a token again."""
         return 1 if self.rate is None else max(1, math.ceil(1 / self.rate))
 
-    async def take(self, sale_id: str) -> bool:
-        """Take a token for *sale_id* if one is there; never waits."""
-        if self.rate is None:
-            return True
+    def _limiter(self, sale_id: str) -> AsyncLimiter:
+        assert self.rate is not None
         limiter = self._limiters.get(sale_id)
         if limiter is None:
             if len(self._limiters) >= MAX_SALES:
                 self._limiters.clear()
             limiter = self._limiters[sale_id] = AsyncLimiter(self.burst, self.burst / self.rate)
-        if not limiter.has_capacity():
+        return limiter
+
+    def refuses(self, sale_id: str) -> bool:
+        """True when this process's bucket for *sale_id* has no token (no waiting)."""
+        return self.rate is not None and not self._limiter(sale_id).has_capacity()
+
+    async def acquire(self, sale_id: str) -> None:
+        """Take a token; call right after ``refuses()`` said no, so it never waits."""
+        if self.rate is not None:
+            await self._limiter(sale_id).acquire()
+
+    async def take(self, sale_id: str) -> bool:
+        """Take a token for *sale_id* if one is there; never waits."""
+        if self.refuses(sale_id):
             return False
-        await limiter.acquire()  # has capacity: returns without waiting
+        await self.acquire(sale_id)
         return True

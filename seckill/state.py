@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from seckill import limits
 from seckill.auth import Identify
+from seckill.autopipe import AutoPipeline
 from seckill.events import Listener
 from seckill.limits import Limits
 from seckill.pipeline import Pipeline
@@ -24,6 +25,8 @@ class Runtime:
 
     redis: Redis
     scripts: Scripts
+    #: the auto-pipelined connection of the hot path (admit, and the pipeline's calls)
+    pipe: AutoPipeline | None = None
     cache: SaleCache = field(default_factory=SaleCache)
     limits: Limits = field(default_factory=Limits)
     shield: LocalShield = field(default_factory=LocalShield)
