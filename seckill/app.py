@@ -20,6 +20,7 @@ from seckill.middleware import errors_middleware
 from seckill.pipeline import Pipeline
 from seckill.redis_client import close_redis, make_redis
 from seckill.routes import admin, customer, health
+from seckill.routes import metrics as metrics_routes
 from seckill.scripts import Scripts
 from seckill.settings import Settings
 from seckill.sinks import sink_from_url
@@ -63,6 +64,7 @@ def create_app(
     app.add_routes(customer.routes)
     app.add_routes(admin.routes)
     app.add_routes(health.routes)
+    app.add_routes(metrics_routes.routes)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = make_redis(redis_url, settings)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -135,8 +136,6 @@ def cli() -> None:
 )
 def serve(**flags: Any) -> None:
     """Serve the gateway until SIGTERM/SIGINT."""
-    from seckill.server import ServeError, configure_logging, serve
-
     env = os.environ
     try:
         settings = Settings(
@@ -147,6 +146,9 @@ def serve(**flags: Any) -> None:
         ).validated()
     except ConfigError as exc:
         fail(str(exc))
+    _metrics_dir(settings.data_dir)
+    from seckill.server import ServeError, configure_logging, serve
+
     configure_logging(settings.log_level)
     try:
         serve(settings, lambda line: click.echo(line))
@@ -198,6 +200,20 @@ def demo(**flags: Any) -> None:
     from seckill.demo import DemoOptions, run_demo
 
     sys.exit(run_demo(DemoOptions(**flags), lambda line: click.echo(line)))
+
+
+def _metrics_dir(data_dir: Path) -> None:
+    """Point prometheus-client's multiprocess mode at a fresh ``<data-dir>/metrics``.
+
+    Runs before anything imports prometheus_client (``seckill.server`` does), as
+    the library picks its storage at import; spawned processes inherit it."""
+    path = data_dir.resolve() / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create {path}: {exc.strerror}")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 def _admin_options(f: Any) -> Any:

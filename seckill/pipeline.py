@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError, ResponseError
 
-from seckill import keys
+from seckill import keys, metrics
 from seckill.aiotools import reraise_if_cancelling
 from seckill.autopipe import AutoPipeline
 from seckill.scripts import Scripts
@@ -123,6 +123,7 @@ class Pipeline:
             asyncio.create_task(self._work_loop(), name=f"pipeline-worker-{i}")
             for i in range(self.workers)
         ]
+        metrics.WORKERS.inc(self.workers)
 
     async def stop(self, deadline: float = DRAIN_DEADLINE) -> None:
         """Stop intake, let in-flight deliveries finish within *deadline* seconds."""
@@ -140,6 +141,8 @@ class Pipeline:
             log.warning("a delivery did not finish in %.0fs; its order stays pending", deadline)
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        metrics.WORKERS.dec(self.workers)
+        metrics.QUEUE_DEPTH.set(0)
         left = self.queue.qsize()
         if left:
             log.info("%d order(s) left pending in the stream for after the restart", left)
@@ -190,6 +193,7 @@ class Pipeline:
             return
         held.add(entry_id)
         await self.queue.put(Entry(sale_id, entry_id, order))
+        metrics.QUEUE_DEPTH.set(self.queue.qsize())
 
     async def _read_loop(self) -> None:
         next_discovery = 0.0
@@ -287,6 +291,8 @@ class Pipeline:
             me = asyncio.current_task()
             assert me is not None
             self._delivering.add(me)
+            metrics.QUEUE_DEPTH.set(self.queue.qsize())
+            metrics.WORKERS_BUSY.inc()
             try:
                 await self._handle(entry)
             except Exception:
@@ -294,6 +300,7 @@ class Pipeline:
                     "order %s: unexpected error; left for the reclaimer", entry.order.order_id
                 )
             finally:
+                metrics.WORKERS_BUSY.dec()
                 self._delivering.discard(me)
                 self.held.get(entry.sale_id, set()).discard(entry.entry_id)
 
@@ -332,10 +339,14 @@ class Pipeline:
         """True: delivered. False: the retry budget is spent. None: shutting down
         between tries — the entry stays pending for after the restart."""
         for attempt in range(self.retries + 1):
+            started = time.perf_counter()
             try:
                 await asyncio.wait_for(self.sink.deliver(order), self.delivery_timeout)
+                metrics.DELIVERY_DURATION.observe(time.perf_counter() - started)
+                metrics.DELIVERIES_CONFIRMED.inc()
                 return True
             except (SinkError, TimeoutError) as exc:
+                metrics.DELIVERIES_ATTEMPT_FAILED.inc()
                 log.info(
                     "order %s: delivery %d failed: %s", order.order_id, attempt + 1, one_line(exc)
                 )
@@ -344,6 +355,7 @@ class Pipeline:
                     await asyncio.wait_for(self._stopped.wait(), backoff(attempt))
                 if self.stopping:
                     return None
+        metrics.DELIVERIES_FAILED.inc()
         return False
 
     async def _redis_retry(self, call: Callable[[], Awaitable[T]]) -> T:

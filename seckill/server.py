@@ -219,6 +219,7 @@ class _Supervisor:
                         f"gateway processes keep dying (last exit code {code}); giving up"
                     )
                 log.error("gateway process %d exited with code %s; restarting it", index, code)
+                _forget_metrics_of(self.children[index].pid)
                 self._spawn(index)
 
     def _stop_children(self) -> None:
@@ -232,6 +233,14 @@ class _Supervisor:
                 log.warning("gateway process %s did not stop; killing it", proc.pid)
                 proc.kill()
                 proc.join()
+
+
+def _forget_metrics_of(pid: int | None) -> None:
+    """A dead child's live gauges (busy workers, queue depth) must not count."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def serve(settings: Settings, out: Callable[[str], None]) -> None:

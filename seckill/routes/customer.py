@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from seckill import errors, keys
-from seckill.middleware import json_response
+from seckill import errors, keys, metrics
+from seckill.middleware import REDIS_DOWN, json_response
 from seckill.routes.validate import (
     CUSTOMER_BODY_LIMIT,
     IDEMPOTENCY_KEY_RE,
@@ -52,8 +53,45 @@ def _refusal(status: int, body: bytes, retry_after: int | None = None) -> web.Re
     return resp
 
 
+#: the outcome label of each refusal, by its error code
+_OUTCOME_OF: dict[str, str] = {
+    errors.InvalidRequest.code: "invalid",
+    errors.PayloadTooLarge.code: "invalid",
+    errors.Unauthenticated.code: "unauthenticated",
+    errors.SaleNotFound.code: "not_found",
+    errors.SaleNotStarted.code: "not_active",
+    errors.SaleEnded.code: "not_active",
+    errors.SoldOut.code: "sold_out",
+    errors.LimitReached.code: "limit_reached",
+    errors.RateLimited.code: "rate_limited",
+    errors.Overloaded.code: "overloaded",
+}
+
+
 @routes.post("/api/v1/sales/{sale_id}/orders")
 async def buy(request: web.Request) -> web.Response:
+    """Try to buy; every answer is counted by outcome (``seckill_buy_requests_total``)."""
+    started = time.perf_counter()
+    try:
+        response, sale_id, outcome = await _buy(request)
+    except errors.SeckillError as exc:
+        metrics.count_buy("", _OUTCOME_OF.get(exc.code, "invalid"), started)
+        raise
+    except web.HTTPException:  # aiohttp's own refusals of the body (413, bad encoding)
+        metrics.count_buy("", "invalid", started)
+        raise
+    except REDIS_DOWN:
+        metrics.REDIS_ERRORS.inc()
+        metrics.count_buy("", "unavailable", started)
+        raise
+    pipeline = request.app[RUNTIME].pipeline
+    known = pipeline is not None and sale_id in pipeline.sales
+    metrics.count_buy(sale_id if known else "", outcome, started)
+    return response
+
+
+async def _buy(request: web.Request) -> tuple[web.Response, str, str]:
+    """(answer, sale id, outcome) for every answer decided after validation."""
     app = request.app
     sale_id = path_id(request, "sale_id")
     user_id = app[IDENTIFY](request)
@@ -69,11 +107,12 @@ async def buy(request: web.Request) -> web.Response:
     # Most of a flash sale's crowd ends here, answered from memory.
     rt = app[RUNTIME]
     if rt.cache.is_sold_out(sale_id) and not await _is_replay(rt, sale_id, user_id, idem):
-        return _refusal(409, _SOLD_OUT)
+        return _refusal(409, _SOLD_OUT), sale_id, "sold_out"
     shield = rt.shield
     if shield.rate is not None:
         if shield.refuses(sale_id):
-            return _refusal(429, _RATE_LIMITED, shield.retry_after)
+            metrics.RATE_LIMITED_LOCAL.inc()
+            return _refusal(429, _RATE_LIMITED, shield.retry_after), sale_id, "rate_limited"
         await shield.acquire(sale_id)
     settings = app[SETTINGS]
     generation = rt.cache.generation(sale_id)
@@ -87,18 +126,18 @@ async def buy(request: web.Request) -> web.Response:
         max_backlog=settings.max_backlog,
     )
     outcome = result.outcome
-    if outcome is Admit.OK:
+    if outcome is Admit.OK or outcome is Admit.REPLAY:
         if result.stock_left == 0:
             rt.cache.mark_sold_out(sale_id, generation)
-        return _accepted(sale_id, result)
-    if outcome is Admit.REPLAY:
-        return _accepted(sale_id, result)
+        return _accepted(sale_id, result), sale_id, "admitted"
     if outcome is Admit.SOLD_OUT:
         if result.stock_left == 0:
             rt.cache.mark_sold_out(sale_id, generation)
-        raise errors.SoldOut()
+        return _refusal(409, _SOLD_OUT), sale_id, "sold_out"
     if outcome is Admit.RATE_LIMITED:
-        raise errors.RateLimited(retry_after=max(1, -(-result.retry_after_ms // 1000)))
+        metrics.RATE_LIMITED_CLUSTER.inc()
+        retry_after = max(1, -(-result.retry_after_ms // 1000))
+        return _refusal(429, _RATE_LIMITED, retry_after), sale_id, "rate_limited"
     if outcome is Admit.OVERLOADED:
         raise errors.Overloaded(retry_after=1)
     if outcome is Admit.BAD_QUANTITY:
