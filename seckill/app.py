@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from seckill import peers
+from seckill import metrics, peers
 from seckill.auth import identity_for
 from seckill.autopipe import AutoPipeline
 from seckill.events import Listener, publish_sale_changed
@@ -108,5 +108,16 @@ def create_app(
         yield
         await pipeline.stop()
 
-    app.cleanup_ctx.extend([runtime_ctx, background(listen), background(heartbeat), pipeline_ctx])
+    def flush_metrics(rt: Runtime) -> Coroutine[Any, Any, None]:
+        return metrics.flush_forever()
+
+    app.cleanup_ctx.extend(
+        [
+            runtime_ctx,
+            background(listen),
+            background(heartbeat),
+            background(flush_metrics),
+            pipeline_ctx,
+        ]
+    )
     return app

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from tests.conftest import ADMIN, create_sale
-from tests.gateway import Gateway
+from tests.gateway import Gateway, until
 
 FAMILY_RE = re.compile(r'^seckill_buy_requests_total\{outcome="(\w+)",sale="([^"]*)"\} ([\d.e+]+)$')
 
@@ -79,6 +79,13 @@ async def test_two_processes_are_summed_once(tmp_path) -> None:  # type: ignore[
 
             statuses = Counter(await asyncio.gather(*(buy(i) for i in range(300))))
             assert statuses[202] == 50
+
+            # counts are current within a second, from every process
+            async def all_counted() -> bool:
+                text = await (await s.get(f"{gw.url}/metrics")).text()
+                return sum(buy_counts(text).values()) == 300
+
+            await until(all_counted, 5, "every buy counted")
             # each process answers /metrics with everyone's counts: ask several times
             for _ in range(4):
                 text = await (await s.get(f"{gw.url}/metrics")).text()
