@@ -83,13 +83,37 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def check_redis(url: str, timeout: float) -> None:
+    """Exit early when Redis does not answer; warn when it would lose orders."""
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         client.ping()
+        try:
+            aof = str(next(iter(client.config_get("appendonly").values()), ""))
+        except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot tell
+            aof = ""
+        if aof in ("no", "b'no'"):
+            log.warning(
+                "Redis at %s runs without AOF (appendonly no): a Redis restart loses the "
+                "orders admitted since its last snapshot",
+                redact(url),
+            )
     except (redis.RedisError, OSError) as exc:
         raise ServeError(f"cannot reach Redis at {redact(url)}: {exc}") from None
     finally:
         client.close()
+
+
+def log_settings(settings: Settings, redis_url: str, generated_token: bool) -> None:
+    """One line with the effective configuration, secrets masked."""
+    shown = {
+        **{k: v for k, v in vars(settings).items() if k not in ("admin_token", "jwt_secret")},
+        "data_dir": str(settings.data_dir),
+        "redis_url": redact(redis_url),
+        "order_sink": redact(settings.sink_url),
+        "admin_token": "generated" if generated_token else "***",
+        "jwt_secret": "***" if settings.jwt_secret else None,
+    }
+    log.info("config %s", " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
 
 
 async def run_app(
@@ -258,6 +282,8 @@ def serve(settings: Settings, out: Callable[[str], None]) -> None:
         if admin_token is None:
             admin_token = secrets.token_urlsafe(24)
             out(f"seckill: generated admin token (shown once): {admin_token}")
+            log.warning("no SECKILL_ADMIN_TOKEN set: a new admin token is generated at every start")
+        log_settings(settings, redis_url, settings.admin_token is None)
         if settings.auth == "header":
             log.warning(
                 "--auth header: the X-User-Id header is trusted as the customer's identity; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,7 @@ MAX_PER_USER_LIMIT = 1_000_000
 MAX_NAME = 200
 SALE_FIELDS = frozenset({"name", "stock", "starts_at", "ends_at", "per_user_limit"})
 
+log = logging.getLogger("seckill.sales")
 routes = web.RouteTableDef()
 
 
@@ -80,6 +82,14 @@ async def put_sale(request: web.Request) -> web.Response:
     rt.cache.changed(sale_id)
     await publish_sale_changed(rt.redis, sale_id)
     status = 201 if result.outcome is SalePut.CREATED else 200
+    log.info(
+        "sale %s %s: stock %s/%s, per user %s",
+        sale_id,
+        "created" if status == 201 else "updated",
+        result.sale.get("stock_left"),
+        result.sale.get("stock_total"),
+        result.sale.get("per_user_limit"),
+    )
     return json_response(admin_view(sale_id, result.sale, now_ms()), status)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from seckill.timefmt import format_rfc3339
 #: only keeps absurd numbers out of Redis.
 MAX_QUANTITY = 1_000_000
 
+log = logging.getLogger("seckill.sales")
 routes = web.RouteTableDef()
 
 
@@ -128,6 +130,8 @@ async def _buy(request: web.Request) -> tuple[web.Response, str, str]:
     outcome = result.outcome
     if outcome is Admit.OK or outcome is Admit.REPLAY:
         if result.stock_left == 0:
+            # exactly one admission takes the last unit: one log line per sell-out
+            log.info("sale %s sold out", sale_id)
             rt.cache.mark_sold_out(sale_id, generation)
         return _accepted(sale_id, result), sale_id, "admitted"
     if outcome is Admit.SOLD_OUT:
