@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,12 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
     return Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, data_dir=tmp_path)
+
+
+def at(seconds_from_now: float) -> str:
+    """An RFC 3339 UTC timestamp *seconds_from_now* away (negative = past)."""
+    dt = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_app(settings: Settings) -> web.Application:

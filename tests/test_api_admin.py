@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill import keys
-from tests.conftest import ADMIN, ADMIN_TOKEN, create_sale
+from tests.conftest import ADMIN, ADMIN_TOKEN, at, create_sale
 
 ADMIN_FIELDS = {
     "sale_id",
@@ -24,11 +24,6 @@ ADMIN_FIELDS = {
     "orders",
     "backlog",
 }
-
-
-def at(seconds_from_now: float) -> str:
-    dt = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse(ts: str) -> datetime:

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from seckill import keys
 from seckill.events import publish_sale_changed
 from seckill.state import RUNTIME
-from tests.conftest import ADMIN, create_sale
+from tests.conftest import ADMIN, at, create_sale
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
 PUBLIC_FIELDS = {
@@ -40,12 +40,6 @@ PUBLIC_FIELDS = {
     "ends_at",
     "per_user_limit",
 }
-
-
-def at(seconds_from_now: float) -> str:
-    """An RFC 3339 UTC timestamp *seconds_from_now* away (negative = past)."""
-    dt = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def user(name: str) -> dict[str, str]:

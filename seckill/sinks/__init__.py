@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
+from seckill.timefmt import format_rfc3339
+
 __all__ = ["Order", "Sink", "SinkError", "sink_from_url"]
 
 
@@ -57,6 +59,17 @@ def one_line(exc: BaseException) -> str:
     """An exception as one short line: its text (or its type), whitespace collapsed."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def created_at_text(order: Order) -> str:
+    """The order's created_at as RFC 3339; SinkError if it is not a time."""
+    try:
+        return format_rfc3339(order.created_at_ms)
+    except (ValueError, OverflowError, OSError, TypeError) as exc:
+        raise SinkError(
+            f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time"
+            f" ({one_line(exc)})"
+        ) from exc
 
 
 def safe_url(parts: SplitResult) -> str:

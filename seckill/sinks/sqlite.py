@@ -31,7 +31,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from seckill.sinks import Order, SinkError, one_line
+from seckill.sinks import Order, SinkError, created_at_text, one_line
 from seckill.timefmt import format_rfc3339
 
 log = logging.getLogger("seckill.sinks")
@@ -60,13 +60,7 @@ Pending = tuple[Row, "asyncio.Future[None]"]
 
 def order_row(order: Order) -> Row:
     """The row for *order*, confirmed now; SinkError if a field cannot be stored."""
-    try:
-        created_at = format_rfc3339(order.created_at_ms)
-    except (ValueError, OverflowError, OSError, TypeError) as exc:
-        raise SinkError(
-            f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time"
-            f" ({one_line(exc)})"
-        ) from exc
+    created_at = created_at_text(order)
     confirmed_at = format_rfc3339(time.time_ns() // 1_000_000)
     return (order.order_id, order.sale_id, order.user_id, order.quantity, created_at, confirmed_at)
 

@@ -12,20 +12,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from seckill.sinks import Order, SinkError, one_line, safe_url
-from seckill.timefmt import format_rfc3339
+from seckill.sinks import Order, SinkError, created_at_text, one_line, safe_url
 
 USER_AGENT = "seckill-order-sink/1"
 
 
 def order_body(order: Order) -> bytes:
-    try:
-        created_at = format_rfc3339(order.created_at_ms)
-    except (ValueError, OverflowError, OSError, TypeError) as exc:
-        raise SinkError(
-            f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time"
-            f" ({one_line(exc)})"
-        ) from exc
+    created_at = created_at_text(order)
     return orjson.dumps(
         {
             "order_id": order.order_id,
