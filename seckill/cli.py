@@ -151,7 +151,7 @@ def serve(**flags: Any) -> None:
 
     configure_logging(settings.log_level)
     try:
-        serve(settings, lambda line: click.echo(line))
+        serve(settings, _say)
     except (ServeError, EmbeddedError) as exc:
         fail(str(exc))
 
@@ -200,6 +200,12 @@ def demo(**flags: Any) -> None:
     from seckill.demo import DemoOptions, run_demo
 
     sys.exit(run_demo(DemoOptions(**flags), lambda line: click.echo(line)))
+
+
+def _say(line: str) -> None:
+    """A line on stdout, flushed at once: scripts wait for "serving on"."""
+    click.echo(line)
+    sys.stdout.flush()
 
 
 def _metrics_dir(data_dir: Path) -> None:
