@@ -19,8 +19,9 @@ from seckill.events import Listener, publish_sale_changed
 from seckill.middleware import errors_middleware
 from seckill.pipeline import Pipeline
 from seckill.redis_client import close_redis, make_redis
-from seckill.routes import admin, customer, health
+from seckill.routes import admin, customer, dashboard, health
 from seckill.routes import metrics as metrics_routes
+from seckill.routes import openapi as openapi_routes
 from seckill.scripts import Scripts
 from seckill.settings import Settings
 from seckill.sinks import sink_from_url
@@ -65,6 +66,8 @@ def create_app(
     app.add_routes(admin.routes)
     app.add_routes(health.routes)
     app.add_routes(metrics_routes.routes)
+    app.add_routes(dashboard.routes)
+    app.add_routes(openapi_routes.routes)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = make_redis(redis_url, settings)

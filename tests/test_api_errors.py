@@ -168,7 +168,7 @@ UNKNOWN_ROUTES = [
     ("GET", "/api/v1/sales/s1/"),
     ("POST", "/api/v1/sales/s1/orders/extra"),
     ("GET", "/api/v2/sales/s1"),
-    ("GET", "/admin/v1/sales"),
+    ("GET", "/admin/v1/salez"),
     ("DELETE", "/nothing/here"),
 ]
 

@@ -23,6 +23,8 @@ ADMIN_BODY_LIMIT = 16 * 1024
 MAX_STOCK = 10**12
 MAX_PER_USER_LIMIT = 1_000_000
 MAX_NAME = 200
+#: ``GET /admin/v1/sales`` lists at most this many sales (the first by id)
+MAX_LISTED_SALES = 1000
 SALE_FIELDS = frozenset({"name", "stock", "starts_at", "ends_at", "per_user_limit"})
 
 log = logging.getLogger("seckill.sales")
@@ -91,6 +93,28 @@ async def put_sale(request: web.Request) -> web.Response:
         result.sale.get("per_user_limit"),
     )
     return json_response(admin_view(sale_id, result.sale, now_ms()), status)
+
+
+@routes.get("/admin/v1/sales")
+async def list_sales(request: web.Request) -> web.Response:
+    """Every sale's admin view, sorted by id, at most MAX_LISTED_SALES (the dashboard's list)."""
+    _admin(request)
+    rt = request.app[RUNTIME]
+    members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
+    sale_ids = sorted(members)[:MAX_LISTED_SALES]
+    views: list[dict[str, Any]] = []
+    if sale_ids:
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for sale_id in sale_ids:
+                pipe.hgetall(keys.sale(sale_id))
+            rows: list[dict[str, str]] = await pipe.execute()
+        at = now_ms()
+        views = [
+            admin_view(sale_id, sale, at)
+            for sale_id, sale in zip(sale_ids, rows, strict=True)
+            if sale  # in the index, but its hash is gone: not a sale any more
+        ]
+    return json_response({"sales": views, "truncated": len(members) > MAX_LISTED_SALES})
 
 
 @routes.get("/admin/v1/sales/{sale_id}")
