@@ -103,17 +103,20 @@ end
 local rate, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
 local urate, uburst = tonumber(ARGV[9]), tonumber(ARGV[10])
 local tokens, utokens
+-- a Retry-After is at most an hour; a bucket's TTL stays an integer Lua prints
+-- exactly (below 1e14: "%.14g"), whatever the rate and burst
+local MAX_MS, MAX_TTL_MS = 3600000, 1e13
 local wait_ms = 0
 if rate then
   tokens = refill(bucket_key, rate, burst)
   if tokens < 1 then
-    wait_ms = math.ceil((1 - tokens) * 1000 / rate)
+    wait_ms = math.min(MAX_MS, math.ceil((1 - tokens) * 1000 / rate))
   end
 end
 if urate then
   utokens = refill(ubucket_key, urate, uburst)
   if utokens < 1 then
-    wait_ms = math.max(wait_ms, math.ceil((1 - utokens) * 1000 / urate))
+    wait_ms = math.max(wait_ms, math.min(MAX_MS, math.ceil((1 - utokens) * 1000 / urate)))
   end
 end
 if wait_ms > 0 then
@@ -121,11 +124,11 @@ if wait_ms > 0 then
 end
 if rate then
   redis.call('HSET', bucket_key, 'tokens', tostring(tokens - 1), 'ts', now)
-  redis.call('PEXPIRE', bucket_key, math.ceil(burst * 1000 / rate) + 1000)
+  redis.call('PEXPIRE', bucket_key, math.min(MAX_TTL_MS, math.ceil(burst * 1000 / rate)) + 1000)
 end
 if urate then
   redis.call('HSET', ubucket_key, 'tokens', tostring(utokens - 1), 'ts', now)
-  redis.call('PEXPIRE', ubucket_key, math.ceil(uburst * 1000 / urate) + 1000)
+  redis.call('PEXPIRE', ubucket_key, math.min(MAX_TTL_MS, math.ceil(uburst * 1000 / urate)) + 1000)
 end
 
 local held = tonumber(redis.call('HGET', units_key, user)) or 0

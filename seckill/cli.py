@@ -18,6 +18,7 @@ import click
 
 from seckill.admin_client import AdminClientError, call
 from seckill.embedded import EmbeddedError
+from seckill.limits import MAX_RATE, MIN_RATE
 from seckill.settings import ConfigError, Settings
 
 DEFAULTS = Settings()
@@ -322,7 +323,7 @@ def sale_show(sale_id: str, url: str, token: str | None, as_json: bool) -> None:
 
 
 def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """``--rate R|none``: a rate > 0 in requests/s, None for ``none``, _UNSET if not given."""
+    """``--rate R|none``: a rate in requests/s, None for ``none``, _UNSET if not given."""
     if value is None:
         return _UNSET
     if value.lower() in ("none", "null", "unlimited"):
@@ -331,8 +332,10 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         rate = float(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a number or 'none'") from None
-    if not 0 < rate < float("inf"):
-        raise click.BadParameter(f"{value!r} must be > 0 (or 'none' for unlimited)")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise click.BadParameter(
+            f"{value!r} must be from {MIN_RATE:g} to {MAX_RATE:g} (or 'none' for unlimited)"
+        )
     return rate
 
 

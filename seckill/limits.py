@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from seckill import keys
 
 MAX_RATE = 1e9
+#: one request in 1000 s: slower is no rate limit but a closed sale
+MIN_RATE = 0.001
 MAX_BURST = 1_000_000_000
 FIELDS = ("rate", "burst", "per_user_rate", "per_user_burst")
 
@@ -56,9 +58,11 @@ def parse_changes(body: dict[str, Any]) -> dict[str, Any]:
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
                 or not math.isfinite(value)
-                or not 0 < value <= MAX_RATE
+                or not MIN_RATE <= value <= MAX_RATE
             ):
-                raise LimitsError(f"{name} must be a number > 0 and <= {MAX_RATE:g}, or null.")
+                raise LimitsError(
+                    f"{name} must be a number from {MIN_RATE:g} to {MAX_RATE:g}, or null."
+                )
             changes[name] = None if value is None else float(value)
     for name in ("burst", "per_user_burst"):
         if name in body:
@@ -77,7 +81,7 @@ def from_hash(stored: dict[str, str]) -> Limits:
             value = float(stored.get(name) or "nan")
         except ValueError:
             return None
-        return value if math.isfinite(value) and value > 0 else None
+        return value if math.isfinite(value) and value >= MIN_RATE else None
 
     def burst(name: str) -> int:
         try:

@@ -19,6 +19,8 @@ from aiolimiter import AsyncLimiter
 from seckill.limits import Limits
 
 HEADROOM = 2.0
+#: seconds: a Retry-After is never longer than this
+MAX_RETRY_AFTER = 3600
 #: sale ids are client input: past this many limiters the shield starts over.
 MAX_SALES = 10_000
 
@@ -41,7 +43,7 @@ class LocalShield:
     @property
     def retry_after(self) -> int:
         """Whole seconds (≥ 1) until this process's bucket has a token again."""
-        return 1 if self.rate is None else max(1, math.ceil(1 / self.rate))
+        return 1 if self.rate is None else max(1, min(MAX_RETRY_AFTER, math.ceil(1 / self.rate)))
 
     def _limiter(self, sale_id: str) -> AsyncLimiter:
         assert self.rate is not None

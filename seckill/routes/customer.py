@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from seckill import errors, keys, metrics
-from seckill.middleware import REDIS_DOWN, json_response
+from seckill.middleware import REDIS_DOWN, error_response, json_response
 from seckill.routes.validate import (
     CUSTOMER_BODY_LIMIT,
     IDEMPOTENCY_KEY_RE,
@@ -143,10 +143,14 @@ async def _buy(request: web.Request) -> tuple[web.Response, str, str]:
         retry_after = max(1, -(-result.retry_after_ms // 1000))
         return _refusal(429, _RATE_LIMITED, retry_after), sale_id, "rate_limited"
     if outcome is Admit.OVERLOADED:
-        raise errors.Overloaded(retry_after=1)
-    if outcome is Admit.BAD_QUANTITY:
-        raise errors.InvalidRequest("quantity is over the sale's per_user_limit.")
-    raise _REFUSALS[outcome]()
+        refusal: errors.SeckillError = errors.Overloaded(retry_after=1)
+    elif outcome is Admit.BAD_QUANTITY:
+        refusal = errors.InvalidRequest("quantity is over the sale's per_user_limit.")
+    else:
+        refusal = _REFUSALS[outcome]()
+    # returned, not raised: counted under its sale like the answers above
+    response = error_response(refusal.status, refusal.code, refusal.message, refusal.retry_after)
+    return response, sale_id, _OUTCOME_OF[refusal.code]
 
 
 async def _is_replay(rt: Runtime, sale_id: str, user_id: str, idem: str | None) -> bool:
