@@ -72,8 +72,7 @@ RATE_LIMITED = Counter(
     "Buys refused by a token bucket: 'local' (this process, no Redis call) or 'cluster'.",
     ["layer"],
 )
-RATE_LIMITED_LOCAL = RATE_LIMITED.labels("local")
-RATE_LIMITED_CLUSTER = RATE_LIMITED.labels("cluster")
+
 REDIS_ERRORS = Counter(
     "seckill_redis_errors",
     "Requests answered 503 unavailable because Redis failed or timed out.",
@@ -111,6 +110,7 @@ QUEUE_DEPTH = Gauge(
 #: are updated in bulk by ``flush()``, every FLUSH_INTERVAL and before a scrape.
 FLUSH_INTERVAL = 0.25
 _counts: dict[tuple[str, str], int] = {}
+_rate_limited: dict[str, int] = {}
 _bounds = BUY_DURATION._upper_bounds
 _latency = [0] * len(_bounds)
 _latency_sum = [0.0]
@@ -125,8 +125,16 @@ def count_buy(sale: str, outcome: str, started: float) -> None:
     _latency_sum[0] += elapsed
 
 
+def count_rate_limited(layer: str) -> None:
+    """One 429, by the bucket that refused it: ``local`` or ``cluster``."""
+    _rate_limited[layer] = _rate_limited.get(layer, 0) + 1
+
+
 def flush() -> None:
     """Move the buys counted since the last flush into the Prometheus metrics."""
+    for layer, n in list(_rate_limited.items()):
+        RATE_LIMITED.labels(layer).inc(n)
+        del _rate_limited[layer]
     if _counts:
         counts = list(_counts.items())
         _counts.clear()

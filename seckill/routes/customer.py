@@ -113,7 +113,7 @@ async def _buy(request: web.Request) -> tuple[web.Response, str, str]:
     shield = rt.shield
     if shield.rate is not None:
         if shield.refuses(sale_id):
-            metrics.RATE_LIMITED_LOCAL.inc()
+            metrics.count_rate_limited("local")
             return _refusal(429, _RATE_LIMITED, shield.retry_after), sale_id, "rate_limited"
         await shield.acquire(sale_id)
     settings = app[SETTINGS]
@@ -139,7 +139,7 @@ async def _buy(request: web.Request) -> tuple[web.Response, str, str]:
             rt.cache.mark_sold_out(sale_id, generation)
         return _refusal(409, _SOLD_OUT), sale_id, "sold_out"
     if outcome is Admit.RATE_LIMITED:
-        metrics.RATE_LIMITED_CLUSTER.inc()
+        metrics.count_rate_limited("cluster")
         retry_after = max(1, -(-result.retry_after_ms // 1000))
         return _refusal(429, _RATE_LIMITED, retry_after), sale_id, "rate_limited"
     if outcome is Admit.OVERLOADED:
