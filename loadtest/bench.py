@@ -80,6 +80,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
+from loadtest.procfs import children_of
+
 ROOT = Path(__file__).resolve().parent.parent
 BUY_LUA = Path(__file__).resolve().parent / "wrk" / "buy.lua"
 HOST = "127.0.0.1"
@@ -247,20 +249,6 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return sorted(kids)
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -326,7 +314,7 @@ class Service:
             roles: dict[str, list[int]] = {"worker": [top]}
         else:
             roles = {"supervisor": [top], "worker": []}
-        for kid in _children(top):
+        for kid in children_of(top):
             cmd = _cmdline(kid)
             if "resource_tracker" in cmd:
                 continue

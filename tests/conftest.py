@@ -25,6 +25,18 @@ from seckill.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+#: the fields of the public sale view (API.md §4) and of the admin view (§5)
+PUBLIC_FIELDS = {
+    "sale_id",
+    "name",
+    "status",
+    "stock_total",
+    "stock_left",
+    "starts_at",
+    "ends_at",
+    "per_user_limit",
+}
+ADMIN_FIELDS = PUBLIC_FIELDS | {"orders", "backlog"}
 
 
 @pytest.fixture(scope="session")

@@ -18,22 +18,6 @@ from seckill.embedded import free_port
 from tests.conftest import ADMIN_TOKEN
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct children of *pid*, from /proc."""
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            kids.append(int(entry.name))
-    return kids
-
-
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -10,20 +10,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill import keys
-from tests.conftest import ADMIN, ADMIN_TOKEN, at, create_sale
-
-ADMIN_FIELDS = {
-    "sale_id",
-    "name",
-    "status",
-    "stock_total",
-    "stock_left",
-    "starts_at",
-    "ends_at",
-    "per_user_limit",
-    "orders",
-    "backlog",
-}
+from tests.conftest import ADMIN, ADMIN_FIELDS, ADMIN_TOKEN, at, create_sale
 
 
 def parse(ts: str) -> datetime:

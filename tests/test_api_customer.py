@@ -27,19 +27,9 @@ from redis.asyncio import Redis
 from seckill import keys
 from seckill.events import publish_sale_changed
 from seckill.state import RUNTIME
-from tests.conftest import ADMIN, at, create_sale
+from tests.conftest import ADMIN, PUBLIC_FIELDS, at, create_sale
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
-PUBLIC_FIELDS = {
-    "sale_id",
-    "name",
-    "status",
-    "stock_total",
-    "stock_left",
-    "starts_at",
-    "ends_at",
-    "per_user_limit",
-}
 
 
 def user(name: str) -> dict[str, str]:

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from loadtest.procfs import children_of
 from tests.conftest import ADMIN
-from tests.gateway import Gateway, children_of, until
+from tests.gateway import Gateway, until
 from tests.webhook import Webhook
 
 pytestmark = [pytest.mark.fault, pytest.mark.multiprocess]

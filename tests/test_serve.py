@@ -17,9 +17,10 @@ import aiohttp
 import pytest
 import redis as redis_sync
 
+from loadtest.procfs import children_of
 from seckill.embedded import free_port
 from tests.conftest import ADMIN, ADMIN_TOKEN
-from tests.gateway import Gateway, alive, children_of, wait_for
+from tests.gateway import Gateway, alive, wait_for
 
 pytestmark = pytest.mark.multiprocess
 
