@@ -372,14 +372,6 @@ class Pipeline:
                 await asyncio.sleep(backoff(attempt) + 0.05)
                 attempt += 1
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "queue": self.queue.qsize(),
-            "queue_size": self.queue.maxsize,
-            "busy": len(self._delivering),
-            "workers": self.workers,
-        }
-
 
 def _sale_of_stream(stream: str) -> str:
     # seckill:{S}:orders

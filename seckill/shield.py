@@ -62,10 +62,3 @@ class LocalShield:
         """Take a token; call right after ``refuses()`` said no, so it never waits."""
         if self.rate is not None:
             await self._limiter(sale_id).acquire()
-
-    async def take(self, sale_id: str) -> bool:
-        """Take a token for *sale_id* if one is there; never waits."""
-        if self.refuses(sale_id):
-            return False
-        await self.acquire(sale_id)
-        return True

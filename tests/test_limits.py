@@ -88,19 +88,27 @@ async def test_refusal_by_one_bucket_does_not_charge_the_other(sale: Scripts) ->
 # -- the local shield ----------------------------------------------------------------
 
 
+async def take(shield: LocalShield, sale_id: str) -> bool:
+    """What the buy handler does: refuse without waiting, else take a token."""
+    if shield.refuses(sale_id):
+        return False
+    await shield.acquire(sale_id)
+    return True
+
+
 async def test_local_shield_sizing(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: clock[0])
     shield = LocalShield()
-    assert await shield.take("s")  # unlimited
+    assert await take(shield, "s")  # unlimited
     shield.configure(Limits(rate=10, burst=5), processes=4)  # 2x the fair share: 5/s, burst 3
-    assert [await shield.take("s") for _ in range(4)] == [True, True, True, False]
-    assert await shield.take("other")  # one bucket per sale
+    assert [await take(shield, "s") for _ in range(4)] == [True, True, True, False]
+    assert await take(shield, "other")  # one bucket per sale
     assert shield.retry_after == 1
     clock[0] += 0.2  # 5/s: one token per 200 ms
-    assert [await shield.take("s") for _ in range(2)] == [True, False]
+    assert [await take(shield, "s") for _ in range(2)] == [True, False]
     shield.configure(Limits(rate=10, burst=5), processes=1)  # resized: fresh buckets
-    assert [await shield.take("s") for _ in range(11)] == [True] * 10 + [False]
+    assert [await take(shield, "s") for _ in range(11)] == [True] * 10 + [False]
     shield.configure(Limits(rate=0.1, burst=1), processes=1)
     assert shield.retry_after == 5
 

@@ -11,6 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from seckill import metrics
+from seckill.routes.customer import _OUTCOME_OF
 from tests.conftest import ADMIN, create_sale
 from tests.gateway import Gateway, until
 
@@ -59,6 +61,7 @@ async def test_outcomes_and_gauges(client: TestClient, redis: Redis) -> None:
     assert 'seckill_sale_stock_total{sale="m1"} 2.0' in text
     assert "seckill_order_workers " in text or "seckill_order_workers{" in text
     assert 'seckill_limit_burst{bucket="sale"} 1.0' in text
+    assert {o for o, _ in buy_counts(text)} <= set(metrics.OUTCOMES)
     # one family per name, and no user id anywhere in the labels
     assert "user" not in "".join(re.findall(r"\{[^}]*\}", text)).replace('bucket="user"', "")
 
@@ -100,3 +103,7 @@ async def test_two_processes_are_summed_once(tmp_path) -> None:  # type: ignore[
                 assert counts[("admitted", "mp")] + counts[("admitted", "")] == 50
                 assert value(text, "seckill_buy_duration_seconds_count") == 300
         assert gw.stop() == 0
+
+
+def test_every_refusal_maps_to_a_contract_outcome() -> None:
+    assert set(_OUTCOME_OF.values()) <= set(metrics.OUTCOMES)

@@ -28,6 +28,10 @@ from seckill.timefmt import format_rfc3339
 __all__ = ["Order", "Sink", "SinkError", "sink_from_url"]
 
 
+#: the ``orders`` table of every database sink (API.md §6), in this order
+COLUMNS = ("order_id", "sale_id", "user_id", "quantity", "created_at", "confirmed_at")
+
+
 @dataclass(frozen=True, slots=True)
 class Order:
     """What the pipeline hands a sink."""

@@ -12,9 +12,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from seckill.sinks import Order, SinkError, one_line, safe_url
-
-COLUMNS = ("order_id", "sale_id", "user_id", "quantity", "created_at", "confirmed_at")
+from seckill.sinks import COLUMNS, Order, SinkError, one_line, safe_url
 
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS orders (

@@ -31,12 +31,10 @@ from pathlib import Path
 
 import aiosqlite
 
-from seckill.sinks import Order, SinkError, created_at_text, one_line
+from seckill.sinks import COLUMNS, Order, SinkError, created_at_text, one_line
 from seckill.timefmt import format_rfc3339
 
 log = logging.getLogger("seckill.sinks")
-
-COLUMNS = ("order_id", "sale_id", "user_id", "quantity", "created_at", "confirmed_at")
 
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS orders (
