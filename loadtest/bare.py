@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -28,8 +27,7 @@ from types import FrameType
 import uvloop
 from aiohttp import web
 
-#: linux/prctl.h
-PR_SET_PDEATHSIG = 1
+from seckill.embedded import die_with_parent
 
 _ORDER_ID = "bare.AAAAAAAAAAAAAAAA"
 BUY_BODY = (
@@ -73,9 +71,7 @@ async def run_app(host: str, port: int) -> None:
 
 
 def _child_main(host: str, port: int, parent: int) -> None:
-    ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        sys.exit(1)
+    die_with_parent(parent)
     uvloop.run(run_app(host, port))
 
 

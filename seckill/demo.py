@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import os
 import re
 import secrets
@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from seckill import keys
 from seckill.admin_client import AdminClientError, call
-from seckill.embedded import PR_SET_PDEATHSIG, free_port
+from seckill.embedded import die_with_parent, free_port
 from seckill.invariants import Check, CheckError, check_sale, load_orders
 
 HOST = "127.0.0.1"
@@ -128,7 +128,7 @@ class Gateway:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
-            preexec_fn=_die_with(os.getpid()),
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [
@@ -288,18 +288,6 @@ class Crowd:
                 errors += 1
             await asyncio.sleep(delay)
             delay = min(POLL_CAP, delay * 2)
-
-
-def _die_with(parent: int) -> Callable[[], None]:
-    """For the gateway child, between fork and exec: SIGTERM it if the demo dies
-    outright (SIGKILL), so no gateway outlives its demo."""
-
-    def preexec() -> None:
-        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the demo died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 def _seconds(value: str | None) -> float:

@@ -10,7 +10,6 @@ server is stopped last. Children die with the supervisor (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -31,7 +30,7 @@ import uvloop
 from aiohttp import web
 
 from seckill.app import create_app
-from seckill.embedded import PR_SET_PDEATHSIG, EmbeddedRedis
+from seckill.embedded import EmbeddedRedis, die_with_parent
 from seckill.settings import Settings
 from seckill.sinks import SinkError
 
@@ -158,9 +157,10 @@ def _worker_main(
     admin_token: str,
     index: int,
     report: multiprocessing.Queue[Any],
+    parent: int,
 ) -> None:
     """Entry point of a spawned gateway child."""
-    ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    die_with_parent(parent)
     configure_logging(settings.log_level)
     try:
         uvloop.run(
@@ -183,7 +183,7 @@ class _Supervisor:
     def _spawn(self, index: int) -> None:
         proc = self.ctx.Process(
             target=_worker_main,
-            args=(self.settings, self.redis_url, self.admin_token, index, self.report),
+            args=(self.settings, self.redis_url, self.admin_token, index, self.report, os.getpid()),
             name=f"seckill-{index}",
             daemon=False,
         )
