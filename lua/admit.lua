@@ -18,7 +18,7 @@
 -- ARGV[8]  sale bucket burst (tokens)
 -- ARGV[9]  per-user bucket rate, tokens/s, or "" for unlimited
 -- ARGV[10] per-user bucket burst
--- ARGV[11] max backlog (undelivered orders of the sale), 0 = no bound
+-- ARGV[11] max backlog (undelivered orders of the sale: its n_queued), 0 = no bound
 -- ARGV[12] sale id
 --
 -- Returns an array whose first element is the outcome (seckill.scripts.Admit):
@@ -30,7 +30,7 @@
 --   {5 NOT_STARTED, starts_at_ms}
 --   {6 ENDED}
 --   {7 BAD_QUANTITY, per_user_limit}
---   {8 OVERLOADED, backlog}
+--   {8 OVERLOADED, backlog}              backlog = the sale's n_queued
 --   {9 REPLAY, order_id, quantity, status, created_at_ms}
 --
 -- Invariants kept: stock_left never goes below 0; a user's units never exceed
@@ -38,6 +38,11 @@
 -- before this script returns; one Idempotency-Key of a user maps to at most one
 -- order. The per-user and sale buckets are only charged when both have a
 -- token, so a refusal by one does not burn a token of the other.
+--
+-- The sale hash keeps no separate backlog counter: the backlog is n_queued
+-- (a "backlog" field left by an older version is ignored). An admission
+-- writes stock_left and n_queued with one HSET of values computed from the
+-- HMGET at the top, which is exact because the script runs atomically.
 
 local sale_key, units_key, idem_key, order_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local stream_key, bucket_key, ubucket_key = KEYS[5], KEYS[6], KEYS[7]
@@ -45,7 +50,7 @@ local user, qty, order_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local has_idem = ARGV[4] ~= ""
 
 local sale = redis.call('HMGET', sale_key,
-  'stock_left', 'starts_at', 'ends_at', 'per_user_limit', 'backlog')
+  'stock_left', 'starts_at', 'ends_at', 'per_user_limit', 'n_queued')
 if not sale[1] then
   return {4}
 end
@@ -53,7 +58,7 @@ local stock_left = tonumber(sale[1])
 local starts_at = tonumber(sale[2]) or 0
 local ends_at = tonumber(sale[3])
 local per_user_limit = tonumber(sale[4])
-local backlog = tonumber(sale[5]) or 0
+local n_queued = tonumber(sale[5]) or 0
 
 -- A replayed Idempotency-Key answers with its order, whatever else changed.
 if has_idem then
@@ -139,13 +144,13 @@ if stock_left < qty then
   return {1, stock_left}
 end
 local max_backlog = tonumber(ARGV[11])
-if max_backlog > 0 and backlog >= max_backlog then
-  return {8, backlog}
+if max_backlog > 0 and n_queued >= max_backlog then
+  return {8, n_queued}
 end
 
-stock_left = redis.call('HINCRBY', sale_key, 'stock_left', -qty)
-redis.call('HINCRBY', sale_key, 'backlog', 1)
-redis.call('HINCRBY', sale_key, 'n_queued', 1)
+-- Atomic script: nothing changed the hash since the HMGET above.
+stock_left = stock_left - qty
+redis.call('HSET', sale_key, 'stock_left', stock_left, 'n_queued', n_queued + 1)
 redis.call('HINCRBY', units_key, user, qty)
 redis.call('HSET', order_key,
   'order_id', order_id, 'sale_id', ARGV[12], 'user_id', user,

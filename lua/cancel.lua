@@ -25,9 +25,6 @@ if o[1] == 'queued' or o[1] == 'confirmed' then
   redis.call('HINCRBY', KEYS[2], 'stock_left', qty)
   redis.call('HINCRBY', KEYS[2], 'n_' .. o[1], -1)
   redis.call('HINCRBY', KEYS[2], 'n_cancelled', 1)
-  if o[1] == 'queued' then
-    redis.call('HINCRBY', KEYS[2], 'backlog', -1)
-  end
   if redis.call('HINCRBY', KEYS[3], o[2], -qty) <= 0 then
     redis.call('HDEL', KEYS[3], o[2])
   end

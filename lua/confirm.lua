@@ -25,7 +25,6 @@ if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'confirmed', 'confirmed_at', now)
   redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
   redis.call('HINCRBY', KEYS[2], 'n_confirmed', 1)
-  redis.call('HINCRBY', KEYS[2], 'backlog', -1)
   changed = 1
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])

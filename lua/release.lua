@@ -20,7 +20,6 @@ if o[1] == 'queued' then
   redis.call('HINCRBY', KEYS[2], 'stock_left', qty)
   redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
   redis.call('HINCRBY', KEYS[2], 'n_failed', 1)
-  redis.call('HINCRBY', KEYS[2], 'backlog', -1)
   if redis.call('HINCRBY', KEYS[3], o[2], -qty) <= 0 then
     redis.call('HDEL', KEYS[3], o[2])
   end

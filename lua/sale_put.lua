@@ -75,7 +75,7 @@ end
 redis.call('HSET', sale_key, 'name', name, 'stock_total', total, 'stock_left', left,
   'starts_at', starts_at, 'ends_at', ends_at, 'per_user_limit', limit)
 if created then
-  redis.call('HSET', sale_key, 'created_at', now, 'backlog', 0,
+  redis.call('HSET', sale_key, 'created_at', now,
     'n_queued', 0, 'n_confirmed', 0, 'n_failed', 0, 'n_cancelled', 0)
 end
 local code = 0

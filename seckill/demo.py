@@ -303,7 +303,7 @@ async def monitor(redis: Redis, sale_id: str, crowd: Crowd, done: asyncio.Event)
     stats, backlog_seen = crowd.stats, False
     while True:
         try:
-            left, backlog = await redis.hmget(keys.sale(sale_id), ["stock_left", "backlog"])  # type: ignore[misc]
+            left, backlog = await redis.hmget(keys.sale(sale_id), ["stock_left", "n_queued"])  # type: ignore[misc]
         except RedisError:
             return  # the drain wait will say what is wrong
         t = crowd.now()

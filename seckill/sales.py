@@ -57,7 +57,9 @@ def public_view(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, Any
 def admin_view(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, Any]:
     view = public_view(sale_id, sale, at_ms)
     view["orders"] = {s: int(sale.get(f"n_{s}", 0)) for s in ORDER_STATUSES}
-    view["backlog"] = int(sale.get("backlog", 0))
+    # The backlog is the queued orders; a "backlog" field an older version left
+    # in the hash is stale and ignored.
+    view["backlog"] = view["orders"]["queued"]
     return view
 
 

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from seckill import keys
 from seckill.limits import Limits
-from seckill.scripts import Admit, SalePut, Scripts
+from seckill.scripts import Admit, SalePut, Scripts, lua_source
 
 T0 = 1_700_000_000_000  # a fixed "now" (2023) in ms for deterministic windows
 
@@ -47,7 +47,8 @@ async def test_ok_writes_order_stream_and_counters(scripts: Scripts, redis: Redi
     ]
     assert await redis.hget(keys.units("s"), "alice") == "1"
     sale = await redis.hgetall(keys.sale("s"))
-    assert (sale["stock_left"], sale["backlog"], sale["n_queued"]) == ("4", "1", "1")
+    assert (sale["stock_left"], sale["n_queued"]) == ("4", "1")
+    assert "backlog" not in sale  # the backlog is n_queued, not a field of its own
 
 
 async def test_not_found(scripts: Scripts) -> None:
@@ -106,6 +107,29 @@ async def test_overloaded_when_backlog_at_bound(scripts: Scripts) -> None:
     assert (await scripts.admit("s", "c", 1, max_backlog=0, now_ms=T0)).outcome is Admit.OK
 
 
+async def test_a_stale_backlog_field_of_an_older_version_is_ignored(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """The bound applies to n_queued; a "backlog" field left in the hash is neither
+    read nor written."""
+    await make_sale(scripts, stock=10)
+    await redis.hset(keys.sale("s"), "backlog", 7)  # an old-style hash, out of step
+    assert (await scripts.admit("s", "a", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "b", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "c", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OVERLOADED
+    sale = await redis.hgetall(keys.sale("s"))
+    assert (sale["stock_left"], sale["n_queued"], sale["backlog"]) == ("8", "2", "7")
+    # The OVERLOADED reply carries n_queued, not the stale field.
+    reply = await redis.eval(
+        lua_source("admit"),
+        7,
+        *(keys.sale("s"), keys.units("s"), "i", keys.order("s", "s.x"), keys.stream("s")),
+        *(keys.bucket("s"), keys.user_bucket("s", "c")),
+        *("c", 1, "s.x", "", 86_400, T0, "", 0, "", 0, 2, "s"),
+    )
+    assert reply == [Admit.OVERLOADED, 2]
+
+
 async def test_rate_limited_returns_refill_time(scripts: Scripts) -> None:
     await make_sale(scripts, stock=100)
     limits = Limits(rate=2.0, burst=1)
@@ -128,6 +152,24 @@ async def test_concurrent_crowd_sells_exactly_the_stock(scripts: Scripts, redis:
     assert await redis.hget(keys.sale("s"), "stock_left") == "0"
     units = await redis.hgetall(keys.units("s"))
     assert sorted(units) == sorted(admitted) and set(units.values()) == {"1"}
+
+
+async def test_concurrent_burst_keeps_stock_left_and_n_queued_in_step(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """500 concurrent admits of distinct users against stock 150: the one HSET of
+    stock_left and n_queued stays exact."""
+    await make_sale(scripts, stock=150, per_user_limit=1)
+    results = await asyncio.gather(*(scripts.admit("s", f"u{i}", 1) for i in range(500)))
+    ok = [r for r in results if r.outcome is Admit.OK]
+    assert len(ok) == 150
+    assert {r.outcome for r in results} == {Admit.OK, Admit.SOLD_OUT}
+    # every admission saw its own, exact stock_left
+    assert sorted(r.stock_left for r in ok) == list(range(150))
+    sale = await redis.hgetall(keys.sale("s"))
+    assert (sale["stock_left"], sale["n_queued"]) == ("0", "150")
+    assert "backlog" not in sale
+    assert await redis.xlen(keys.stream("s")) == 150
 
 
 async def test_concurrent_multi_unit_never_oversells(scripts: Scripts, redis: Redis) -> None:

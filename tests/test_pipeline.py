@@ -191,12 +191,13 @@ async def test_replayed_confirm_and_release_change_nothing(redis: Redis) -> None
     assert await scripts.release("p8", b.order_id, GROUP, eb) is False
     assert await scripts.confirm("p8", b.order_id, GROUP, eb) is False  # failed stays
     sale = await redis.hgetall(keys.sale("p8"))
-    assert (sale["stock_left"], sale["n_confirmed"], sale["n_failed"], sale["backlog"]) == (
+    assert (sale["stock_left"], sale["n_confirmed"], sale["n_failed"], sale["n_queued"]) == (
         "4",
         "1",
         "1",
         "0",
     )
+    assert "backlog" not in sale  # the backlog is n_queued, not a field of its own
     assert await redis.hgetall(keys.units("p8")) == {"a": "1"}
     assert (await redis.xpending(keys.stream("p8"), GROUP))["pending"] == 0
 

@@ -25,7 +25,8 @@ async def get_metrics(request: web.Request) -> web.Response:
     if sale_ids:
         async with rt.redis.pipeline(transaction=False) as pipe:
             for sale_id in sale_ids:
-                pipe.hmget(keys.sale(sale_id), ["stock_left", "stock_total", "backlog"])
+                # the backlog gauge is n_queued (the hash has no field of its own)
+                pipe.hmget(keys.sale(sale_id), ["stock_left", "stock_total", "n_queued"])
             rows: list[Any] = await pipe.execute()
         for sale_id, (left, total, backlog) in zip(sale_ids, rows, strict=True):
             if left is not None:
