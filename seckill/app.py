@@ -16,9 +16,9 @@ from seckill import metrics, peers
 from seckill.auth import identity_for
 from seckill.autopipe import AutoPipeline
 from seckill.events import Listener, publish_sale_changed
-from seckill.middleware import errors_middleware
 from seckill.pipeline import Pipeline
 from seckill.redis_client import close_redis, make_redis
+from seckill.responses import add_routes
 from seckill.routes import admin, customer, dashboard, health
 from seckill.routes import metrics as metrics_routes
 from seckill.routes import openapi as openapi_routes
@@ -58,16 +58,22 @@ def consumer_name(settings: Settings, process_index: int) -> str:
 def create_app(
     settings: Settings, redis_url: str, admin_token: str, process_index: int = 0
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[SETTINGS] = settings
     app[ADMIN_TOKEN] = admin_token
     app[IDENTIFY] = identity_for(settings)
-    app.add_routes(customer.routes)
-    app.add_routes(admin.routes)
-    app.add_routes(health.routes)
-    app.add_routes(metrics_routes.routes)
-    app.add_routes(dashboard.routes)
-    app.add_routes(openapi_routes.routes)
+    # the buy route first: the router tries the resources of a path prefix in order
+    add_routes(
+        app,
+        [
+            customer.routes,
+            admin.routes,
+            health.routes,
+            metrics_routes.routes,
+            dashboard.routes,
+            openapi_routes.routes,
+        ],
+    )
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = make_redis(redis_url, settings)

@@ -25,7 +25,7 @@ import redis as redis_sync
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from seckill import errors, middleware
+from seckill import errors, responses
 from seckill.app import create_app
 from seckill.openapi import document, error_codes
 from seckill.settings import Settings
@@ -67,11 +67,12 @@ def spec_operations(spec: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def app_operations(app: web.Application) -> set[tuple[str, str]]:
-    """(method, path template) of every route, less HEAD and the dashboard's assets."""
+    """(method, path template) of every route, less HEAD, the 404/405 fallbacks and
+    the dashboard's assets."""
     found = set()
     for route in app.router.routes():
         resource = route.resource
-        if route.method == "HEAD" or resource is None:
+        if route.method in ("HEAD", "*") or resource is None:  # "*": the JSON 404/405
             continue
         if isinstance(resource, web.StaticResource):
             continue
@@ -126,7 +127,7 @@ def test_every_error_code_is_documented() -> None:
         for cls in vars(errors).values()
         if isinstance(cls, type) and issubclass(cls, errors.SeckillError)
     } - {errors.SeckillError.code}
-    mapped = {code for code, _ in middleware._HTTP_CODES.values()}
+    mapped = {code for code, _ in responses._HTTP_CODES.values()}
     assert codes == raised | mapped
     assert errors.SeckillError.code not in codes  # "internal" is a bug, never the contract
     # every response's own list of codes is a subset, and every code has a response

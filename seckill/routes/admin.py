@@ -10,7 +10,7 @@ from aiohttp import web
 from seckill import errors, keys, limits
 from seckill.auth import check_admin
 from seckill.events import publish_limits_changed, publish_sale_changed
-from seckill.middleware import json_response
+from seckill.responses import json_response
 from seckill.routes.customer import order_view
 from seckill.routes.validate import integer, json_object, path_id
 from seckill.sales import admin_view, now_ms

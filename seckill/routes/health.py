@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from seckill.middleware import REDIS_DOWN, error_response, json_response
+from seckill.responses import REDIS_DOWN, error_response, json_response
 from seckill.state import RUNTIME
 
 routes = web.RouteTableDef()
