@@ -25,6 +25,7 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -116,10 +117,16 @@ class AutoPipeline:
         self._connecting: asyncio.Future[_Connection] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
 
-    async def execute(self, *args: Arg) -> Any:
+    def execute(self, *args: Arg) -> Awaitable[Any]:
+        """The reply to one command, to await. Connected (the usual case), that is
+        the command's future itself: no coroutine of its own on the hot path."""
         conn = self._conn
         if conn is None or conn.closed:
-            conn = await self._connect()
+            return self._connect_and_send(args)
+        return conn.send(encode(args), asyncio.get_running_loop())
+
+    async def _connect_and_send(self, args: tuple[Arg, ...]) -> Any:
+        conn = await self._connect()
         return await conn.send(encode(args), asyncio.get_running_loop())
 
     async def aclose(self) -> None:
