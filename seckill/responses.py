@@ -17,11 +17,10 @@ wrapper.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -60,44 +59,59 @@ def error_response(
     return json_response({"error": code, "message": message}, status, headers)
 
 
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer to *exc*, raised while handling *request* (an aiohttp
+    HTTPException below 400, a redirect, is raised again)."""
+    if isinstance(exc, SeckillError):
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        code, message = _HTTP_CODES.get(exc.status, ("invalid_request", exc.reason))
+        resp = error_response(exc.status, code, message)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    if isinstance(exc, BadHttpMessage | web.RequestPayloadError):
+        # Raised while reading the body: bad gzip/deflate data, broken chunking.
+        # The client's fault, not a bug of ours.
+        log.info("unreadable body on %s %s: %s", request.method, request.path, exc)
+        return error_response(400, "invalid_request", "The request body could not be read.")
+    if isinstance(exc, ConnectionResetError):  # the client went away mid-request
+        log.info("client gone on %s %s: %s", request.method, request.path, exc)
+        return error_response(400, "invalid_request", "The connection was reset.")
+    if isinstance(exc, REDIS_DOWN):
+        log.warning("Redis unavailable on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, Unavailable.code, Unavailable.message, 1)
+    if isinstance(exc, ResponseError):
+        log.error("Redis error on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, Unavailable.code, Unavailable.message, 1)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal", "Internal error.")
+
+
 def json_errors(handler: Handler) -> Handler:
-    """*handler*, with every failure answered as the contract's JSON error."""
+    """*handler*, with every failure answered by :func:`error_answer`."""
 
     @functools.wraps(handler)
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except SeckillError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.retry_after)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code, message = _HTTP_CODES.get(exc.status, ("invalid_request", exc.reason))
-            resp = error_response(exc.status, code, message)
-            if exc.status == 405 and "Allow" in exc.headers:
-                resp.headers["Allow"] = exc.headers["Allow"]
-            return resp
-        except (BadHttpMessage, web.RequestPayloadError) as exc:
-            # Raised while reading the body: bad gzip/deflate data, broken chunking.
-            # The client's fault, not a bug of ours.
-            log.info("unreadable body on %s %s: %s", request.method, request.path, exc)
-            return error_response(400, "invalid_request", "The request body could not be read.")
-        except ConnectionResetError as exc:  # the client went away mid-request
-            log.info("client gone on %s %s: %s", request.method, request.path, exc)
-            return error_response(400, "invalid_request", "The connection was reset.")
-        except REDIS_DOWN as exc:
-            log.warning("Redis unavailable on %s %s: %s", request.method, request.path, exc)
-            return error_response(503, Unavailable.code, Unavailable.message, 1)
-        except ResponseError as exc:
-            log.error("Redis error on %s %s: %s", request.method, request.path, exc)
-            return error_response(503, Unavailable.code, Unavailable.message, 1)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_response(500, "internal", "Internal error.")
+        except Exception as exc:  # not CancelledError: a BaseException
+            return error_answer(request, exc)
 
     return answer
+
+
+H = TypeVar("H", bound=Handler)
+
+
+def answers_its_errors(handler: H) -> H:
+    """Mark *handler* as catching every exception itself, with
+    :func:`error_answer`: :func:`add_routes` then registers it unwrapped (the
+    buy route: one coroutine less per buy)."""
+    handler.answers_its_errors = True  # type: ignore[attr-defined]
+    return handler
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
@@ -122,8 +136,10 @@ def add_routes(app: web.Application, tables: Iterable[web.RouteTableDef]) -> Non
             if not isinstance(route, web.RouteDef):  # static files: no handler of ours
                 route.register(app.router)
                 continue
-            wrapped = json_errors(route.handler)  # type: ignore[arg-type]
-            web.RouteDef(route.method, route.path, wrapped, route.kwargs).register(app.router)
+            handler = route.handler
+            if not getattr(handler, "answers_its_errors", False):
+                handler = json_errors(handler)  # type: ignore[arg-type]
+            web.RouteDef(route.method, route.path, handler, route.kwargs).register(app.router)
     # A path's methods may sit on several resources (routes of one path that
     # were not registered one after the other); the router tries them in
     # order, so only the last one of a path gets the 405 route.

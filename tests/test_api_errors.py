@@ -16,11 +16,13 @@ from typing import Any
 import jwt
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill import keys
 from seckill.settings import Settings
+from seckill.state import RUNTIME
 from tests.conftest import ADMIN, create_sale, make_app
 
 USER = {"X-User-Id": "alice"}
@@ -198,6 +200,63 @@ async def test_wrong_method_is_json_405(
     resp = await client.request(method, path, headers={**USER, **ADMIN})
     assert await error_of(resp) == (405, "method_not_allowed")
     assert allowed in resp.headers["Allow"]
+
+
+async def test_every_route_path_refuses_other_methods_with_json_405(client: TestClient) -> None:
+    """The 405 fallback sits on every path, with the union of its methods in Allow."""
+    app = client.server.app
+    assert app is not None
+    paths: dict[str, set[str]] = {}
+    for resource in app.router.resources():
+        if isinstance(resource, web.Resource) and resource.canonical != "/{tail}":
+            methods = {r.method for r in resource} - {"*"}
+            paths.setdefault(resource.canonical, set()).update(methods)
+    assert len(paths) >= 10
+    for path, methods in paths.items():
+        concrete = path.replace("{sale_id}", "s1").replace("{order_id}", "s1.AAAAAAAAAAAAAAAA")
+        concrete = concrete.replace("{name}", "app.js")
+        resp = await client.request("PATCH", concrete, headers={**USER, **ADMIN})
+        assert await error_of(resp) == (405, "method_not_allowed"), path
+        assert set(resp.headers["Allow"].split(",")) == methods, path
+
+
+# --- bugs: a JSON 500, never a traceback ------------------------------------------------------
+
+
+async def test_a_bug_in_a_handler_is_a_json_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = client.server.app
+    assert app is not None
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app[RUNTIME].cache, "cached_view", broken)
+    resp = await client.get("/api/v1/sales/s1")
+    assert await error_of(resp) == (500, "internal")
+    assert "a bug" not in await resp.text()
+    assert "unhandled error on GET /api/v1/sales/s1" in caplog.text
+
+
+async def test_a_bug_in_the_buy_handler_is_a_json_500(
+    client: TestClient, sale: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """buy answers its own errors (no wrapper): the same JSON 500."""
+    app = client.server.app
+    assert app is not None
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app[RUNTIME].scripts, "admit", broken)
+    resp = await client.post(BUY, headers=USER)
+    assert await error_of(resp) == (500, "internal")
+    assert "a bug" not in await resp.text()
+    assert "unhandled error on POST /api/v1/sales/s1/orders" in caplog.text
+    # and the next buy, without the bug, is served
+    monkeypatch.undo()
+    assert (await client.post(BUY, headers=USER)).status == 202
 
 
 # --- JWT identity ---------------------------------------------------------------------------

@@ -10,7 +10,13 @@ import orjson
 from aiohttp import web
 
 from seckill import errors, keys, metrics
-from seckill.responses import REDIS_DOWN, error_response, json_response
+from seckill.responses import (
+    REDIS_DOWN,
+    answers_its_errors,
+    error_answer,
+    error_response,
+    json_response,
+)
 from seckill.routes.validate import (
     CUSTOMER_BODY_LIMIT,
     IDEMPOTENCY_KEY_RE,
@@ -71,6 +77,7 @@ _OUTCOME_OF: dict[str, str] = {
 
 
 @routes.post("/api/v1/sales/{sale_id}/orders")
+@answers_its_errors
 async def buy(request: web.Request) -> web.Response:
     """Try to buy; every answer is counted by outcome (``seckill_buy_requests_total``).
 
@@ -95,7 +102,9 @@ async def buy(request: web.Request) -> web.Response:
         # Most of a flash sale's crowd ends here, answered from memory.
         rt = app[RUNTIME]
         shield = rt.shield
-        if rt.cache.is_sold_out(sale_id) and not await _is_replay(rt, sale_id, user_id, idem):
+        if rt.cache.is_sold_out(sale_id) and (
+            idem is None or not await _is_replay(rt, sale_id, user_id, idem)
+        ):
             response, outcome = _refusal(409, _SOLD_OUT), "sold_out"
         elif shield.rate is not None and shield.refuses(sale_id):
             metrics.count_rate_limited("local")
@@ -116,16 +125,15 @@ async def buy(request: web.Request) -> web.Response:
                 max_backlog=settings.max_backlog,
             )
             response, outcome = _answer(rt, sale_id, generation, result)
-    except errors.SeckillError as exc:
-        metrics.count_buy("", _OUTCOME_OF.get(exc.code, "invalid"), started)
-        raise
-    except web.HTTPException:  # aiohttp's own refusals of the body (413, bad encoding)
-        metrics.count_buy("", "invalid", started)
-        raise
-    except REDIS_DOWN:
-        metrics.REDIS_ERRORS.inc()
-        metrics.count_buy("", "unavailable", started)
-        raise
+    except Exception as exc:  # not CancelledError: a BaseException
+        if isinstance(exc, errors.SeckillError):
+            metrics.count_buy("", _OUTCOME_OF.get(exc.code, "invalid"), started)
+        elif isinstance(exc, web.HTTPException):  # aiohttp's refusals of the body (413 …)
+            metrics.count_buy("", "invalid", started)
+        elif isinstance(exc, REDIS_DOWN):
+            metrics.REDIS_ERRORS.inc()
+            metrics.count_buy("", "unavailable", started)
+        return error_answer(request, exc)
     pipeline = rt.pipeline
     known = pipeline is not None and sale_id in pipeline.sales
     metrics.count_buy(sale_id if known else "", outcome, started)
@@ -162,14 +170,14 @@ def _answer(
     return response, _OUTCOME_OF[refusal.code]
 
 
-async def _is_replay(rt: Runtime, sale_id: str, user_id: str, idem: str | None) -> bool:
+async def _is_replay(rt: Runtime, sale_id: str, user_id: str, idem: str) -> bool:
     """True when *idem* already maps to an order of this user in this sale.
 
     A retry of an admitted buy must get its order back (API.md §4) even after
     the sale sold out, so the local sold-out flag may not answer it: one EXISTS
     here, and admit.lua then replays the order.
     """
-    return idem is not None and bool(await rt.redis.exists(keys.idem(sale_id, user_id, idem)))
+    return bool(await rt.redis.exists(keys.idem(sale_id, user_id, idem)))
 
 
 _REFUSALS: dict[Admit, type[errors.SeckillError]] = {
