@@ -30,6 +30,8 @@ class LocalShield:
         self._limiters: dict[str, AsyncLimiter] = {}
         self.rate: float | None = None
         self.burst = 1.0
+        #: whole seconds (≥ 1) until this process's bucket has a token again
+        self.retry_after = 1
 
     def configure(self, limits: Limits, processes: int) -> None:
         """Resize for new limits or a new count of live processes."""
@@ -39,11 +41,9 @@ class LocalShield:
         if (rate, burst) != (self.rate, self.burst):
             self.rate, self.burst = rate, burst
             self._limiters.clear()
-
-    @property
-    def retry_after(self) -> int:
-        """Whole seconds (≥ 1) until this process's bucket has a token again."""
-        return 1 if self.rate is None else max(1, min(MAX_RETRY_AFTER, math.ceil(1 / self.rate)))
+            self.retry_after = (
+                1 if rate is None else max(1, min(MAX_RETRY_AFTER, math.ceil(1 / rate)))
+            )
 
     def _limiter(self, sale_id: str) -> AsyncLimiter:
         assert self.rate is not None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from seckill import errors, keys, metrics
 from seckill.responses import (
@@ -54,11 +56,18 @@ _RATE_LIMITED = orjson.dumps(
 )
 
 
+#: the headers of those answers, built once: aiohttp copies them per response
+_JSON_HEADERS = CIMultiDict({"Content-Type": "application/json"})
+
+
+@functools.lru_cache(maxsize=64)
+def _retry_headers(retry_after: int) -> CIMultiDict[str]:
+    return CIMultiDict({"Content-Type": "application/json", "Retry-After": str(retry_after)})
+
+
 def _refusal(status: int, body: bytes, retry_after: int | None = None) -> web.Response:
-    resp = web.Response(body=body, status=status, content_type="application/json")
-    if retry_after is not None:
-        resp.headers["Retry-After"] = str(retry_after)
-    return resp
+    headers = _JSON_HEADERS if retry_after is None else _retry_headers(retry_after)
+    return web.Response(body=body, status=status, headers=headers)
 
 
 #: the outcome label of each refusal, by its error code
