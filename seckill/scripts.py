@@ -109,6 +109,10 @@ class _OrderIds:
 new_order_id = _OrderIds().next
 
 
+#: sales whose fixed keys are kept (sale ids come from the URL: bounded)
+MAX_CACHED_SALES = 10_000
+
+
 def _num(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
@@ -128,6 +132,9 @@ class Scripts:
         self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
         self._release: AsyncScript = redis.register_script(lua_source("release"))
         self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
+        self._keys: dict[str, tuple[str, str, str, str]] = {}
+        self._rates_of: Limits | None = None
+        self._rate_args = ("", "")
 
     async def admit(
         self,
@@ -142,37 +149,42 @@ class Scripts:
         now_ms: int | None = None,
     ) -> AdmitResult:
         order_id = new_order_id(sale_id)
+        sale_key, units_key, stream_key, bucket_key = self._sale_keys(sale_id)
+        rate, per_user_rate = self._rates(limits)
         reply: list[Any] = await self._run(
             self._admit,
             [
-                keys.sale(sale_id),
-                keys.units(sale_id),
-                keys.idem(sale_id, user_id, idempotency_key or ""),
+                sale_key,
+                units_key,
+                # KEYS[3] and KEYS[7] are only read when used; otherwise any key
+                # of the sale's slot stands in, and saves building one
+                sale_key
+                if idempotency_key is None
+                else keys.idem(sale_id, user_id, idempotency_key),
                 keys.order(sale_id, order_id),
-                keys.stream(sale_id),
-                keys.bucket(sale_id),
-                keys.user_bucket(sale_id, user_id),
+                stream_key,
+                bucket_key,
+                sale_key if per_user_rate == "" else keys.user_bucket(sale_id, user_id),
             ],
             [
                 user_id,
                 quantity,
                 order_id,
-                "1" if idempotency_key else "",
+                "" if idempotency_key is None else "1",
                 idempotency_ttl,
                 "" if now_ms is None else now_ms,
-                _num(limits.rate),
+                rate,
                 limits.burst,
-                _num(limits.per_user_rate),
+                per_user_rate,
                 limits.per_user_burst,
                 max_backlog,
                 sale_id,
             ],
         )
-        outcome = Admit(int(reply[0]))
-        if outcome is Admit.OK:
-            return AdmitResult(
-                outcome, _str(reply[1]), quantity, "queued", int(reply[3]), int(reply[2])
-            )
+        outcome = reply[0]
+        if outcome == Admit.OK:
+            return AdmitResult(Admit.OK, reply[1], quantity, "queued", reply[3], reply[2])
+        outcome = Admit(outcome)
         if outcome is Admit.REPLAY:
             return AdmitResult(
                 outcome, _str(reply[1]), int(reply[2]), _str(reply[3]), int(reply[4])
@@ -182,6 +194,27 @@ class Scripts:
         if outcome is Admit.RATE_LIMITED:
             return AdmitResult(outcome, retry_after_ms=int(reply[1]))
         return AdmitResult(outcome)
+
+    def _sale_keys(self, sale_id: str) -> tuple[str, str, str, str]:
+        """The sale's fixed keys (hash, units, stream, bucket), built once per sale."""
+        found = self._keys.get(sale_id)
+        if found is None:
+            if len(self._keys) >= MAX_CACHED_SALES:  # sale ids are client input
+                self._keys.clear()
+            found = self._keys[sale_id] = (
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.stream(sale_id),
+                keys.bucket(sale_id),
+            )
+        return found
+
+    def _rates(self, limits: Limits) -> tuple[str, str]:
+        """The two rates as admit.lua reads them, kept for the current limits."""
+        if limits is not self._rates_of:
+            self._rates_of = limits
+            self._rate_args = (_num(limits.rate), _num(limits.per_user_rate))
+        return self._rate_args
 
     async def _run(self, script: AsyncScript, key_list: list[str], args: list[Any]) -> Any:
         """EVALSHA through the auto-pipeline when there is one, else redis-py."""
