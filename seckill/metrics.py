@@ -17,10 +17,11 @@ order pipeline), else ``""``; never a user id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -104,25 +105,52 @@ QUEUE_DEPTH = Gauge(
     multiprocess_mode="livesum",
 )
 
-#: buys since the last flush, per (sale, outcome); latencies per bucket. The
-#: request path only bumps these plain numbers: a multiprocess counter or
-#: histogram costs mmap writes under a lock (~6 µs a buy, measured), so they
-#: are updated in bulk by ``flush()``, every FLUSH_INTERVAL and before a scrape.
+#: buys since the last flush, per (sale, outcome), and the like. The request
+#: path and the delivery workers only bump plain numbers: a multiprocess counter,
+#: gauge or histogram costs mmap writes under a lock (~6 µs a buy, measured), so
+#: they are updated in bulk by ``flush()``, every FLUSH_INTERVAL and before a
+#: scrape; live gauges (queue depth, busy workers) are sampled then too.
 FLUSH_INTERVAL = 0.25
 _counts: dict[tuple[str, str], int] = {}
 _rate_limited: dict[str, int] = {}
-_bounds = BUY_DURATION._upper_bounds
-_latency = [0] * len(_bounds)
-_latency_sum = [0.0]
+_delivered = [0]
+_samplers: list[Callable[[], None]] = []
+
+
+class _Observations:
+    """Observations of one histogram since the last flush."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self.bounds = histogram._upper_bounds
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def flush(self) -> None:
+        """Into the histogram's per-bucket values and sum, as observe() would."""
+        buckets = self.histogram._buckets
+        for i, n in enumerate(self.counts):
+            if n:
+                buckets[i].inc(n)
+                self.counts[i] = 0
+        if self.sum:
+            self.histogram._sum.inc(self.sum)
+            self.sum = 0.0
+
+
+_buy_latency = _Observations(BUY_DURATION)
+_delivery_latency = _Observations(DELIVERY_DURATION)
 
 
 def count_buy(sale: str, outcome: str, started: float) -> None:
     """One answered buy: its outcome and its latency (from ``time.perf_counter()``)."""
-    elapsed = time.perf_counter() - started
     key = (sale, outcome)
     _counts[key] = _counts.get(key, 0) + 1
-    _latency[bisect_left(_bounds, elapsed)] += 1
-    _latency_sum[0] += elapsed
+    _buy_latency.observe(time.perf_counter() - started)
 
 
 def count_rate_limited(layer: str) -> None:
@@ -130,8 +158,24 @@ def count_rate_limited(layer: str) -> None:
     _rate_limited[layer] = _rate_limited.get(layer, 0) + 1
 
 
+def count_delivery(started: float) -> None:
+    """One order delivered to the sink, the try having started at *started*."""
+    _delivered[0] += 1
+    _delivery_latency.observe(time.perf_counter() - started)
+
+
+def add_sampler(sample: Callable[[], None]) -> None:
+    """Call *sample* (it sets live gauges) at every flush, until removed."""
+    _samplers.append(sample)
+
+
+def remove_sampler(sample: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):
+        _samplers.remove(sample)
+
+
 def flush() -> None:
-    """Move the buys counted since the last flush into the Prometheus metrics."""
+    """Move what was counted since the last flush into the Prometheus metrics."""
     for layer, n in list(_rate_limited.items()):
         RATE_LIMITED.labels(layer).inc(n)
         del _rate_limited[layer]
@@ -142,15 +186,13 @@ def flush() -> None:
             counts = counts[:10_000]
         for (sale, outcome), n in counts:
             BUY_REQUESTS.labels(sale, outcome).inc(n)
-    # the histogram's per-bucket values and sum, as observe() would update them
-    buckets = BUY_DURATION._buckets
-    for i, n in enumerate(_latency):
-        if n:
-            buckets[i].inc(n)
-            _latency[i] = 0
-    if _latency_sum[0]:
-        BUY_DURATION._sum.inc(_latency_sum[0])
-        _latency_sum[0] = 0.0
+    _buy_latency.flush()
+    if _delivered[0]:
+        DELIVERIES_CONFIRMED.inc(_delivered[0])
+        _delivered[0] = 0
+    _delivery_latency.flush()
+    for sample in list(_samplers):
+        sample()
 
 
 async def flush_forever() -> None:

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import keys, metrics
-from seckill.aiotools import reraise_if_cancelling
+from seckill.aiotools import cancel_and_wait, reraise_if_cancelling
 from seckill.autopipe import AutoPipeline
 from seckill.scripts import Scripts
 from seckill.settings import Settings
@@ -124,14 +124,14 @@ class Pipeline:
             for i in range(self.workers)
         ]
         metrics.WORKERS.inc(self.workers)
+        metrics.add_sampler(self._sample_gauges)
 
     async def stop(self, deadline: float = DRAIN_DEADLINE) -> None:
         """Stop intake, let in-flight deliveries finish within *deadline* seconds."""
         self.stopping = True
         self._stopped.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not await cancel_and_wait(self._tasks, deadline):
+            log.warning("a pipeline task did not stop in %.0fs; left behind", deadline)
         # idle workers wait on the queue: cancel them; busy ones finish their order
         for task in self._workers:
             if task not in self._delivering:
@@ -141,12 +141,19 @@ class Pipeline:
             log.warning("a delivery did not finish in %.0fs; its order stays pending", deadline)
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        metrics.remove_sampler(self._sample_gauges)
         metrics.WORKERS.dec(self.workers)
         metrics.QUEUE_DEPTH.set(0)
+        metrics.WORKERS_BUSY.set(0)
         left = self.queue.qsize()
         if left:
             log.info("%d order(s) left pending in the stream for after the restart", left)
         await self.sink.close()
+
+    def _sample_gauges(self) -> None:
+        """The live gauges, set at every metrics flush rather than per order."""
+        metrics.QUEUE_DEPTH.set(self.queue.qsize())
+        metrics.WORKERS_BUSY.set(len(self._delivering))
 
     # -- reading ---------------------------------------------------------------
 
@@ -193,7 +200,6 @@ class Pipeline:
             return
         held.add(entry_id)
         await self.queue.put(Entry(sale_id, entry_id, order))
-        metrics.QUEUE_DEPTH.set(self.queue.qsize())
 
     async def _read_loop(self) -> None:
         next_discovery = 0.0
@@ -217,6 +223,8 @@ class Pipeline:
                 for stream, entries in reply or []:
                     sale_id = _sale_of_stream(stream)
                     for entry_id, fields in entries:
+                        if self.stopping:  # what is not queued is re-read after a restart
+                            return
                         await self._enqueue(sale_id, entry_id, fields)  # waits when full
             except (RedisError, OSError) as exc:
                 reraise_if_cancelling()
@@ -291,8 +299,6 @@ class Pipeline:
             me = asyncio.current_task()
             assert me is not None
             self._delivering.add(me)
-            metrics.QUEUE_DEPTH.set(self.queue.qsize())
-            metrics.WORKERS_BUSY.inc()
             try:
                 await self._handle(entry)
             except Exception:
@@ -300,7 +306,6 @@ class Pipeline:
                     "order %s: unexpected error; left for the reclaimer", entry.order.order_id
                 )
             finally:
-                metrics.WORKERS_BUSY.dec()
                 self._delivering.discard(me)
                 self.held.get(entry.sale_id, set()).discard(entry.entry_id)
 
@@ -341,9 +346,10 @@ class Pipeline:
         for attempt in range(self.retries + 1):
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(self.sink.deliver(order), self.delivery_timeout)
-                metrics.DELIVERY_DURATION.observe(time.perf_counter() - started)
-                metrics.DELIVERIES_CONFIRMED.inc()
+                # asyncio.timeout, not wait_for: no task of its own per delivery
+                async with asyncio.timeout(self.delivery_timeout):
+                    await self.sink.deliver(order)
+                metrics.count_delivery(started)
                 return True
             except (SinkError, TimeoutError) as exc:
                 metrics.DELIVERIES_ATTEMPT_FAILED.inc()

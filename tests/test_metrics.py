@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill import metrics
+from seckill.invariants import wait_drained
 from seckill.routes.customer import _OUTCOME_OF
 from tests.conftest import ADMIN, create_sale
 from tests.gateway import Gateway, until
@@ -64,6 +65,30 @@ async def test_outcomes_and_gauges(client: TestClient, redis: Redis) -> None:
     assert {o for o, _ in buy_counts(text)} <= set(metrics.OUTCOMES)
     # one family per name, and no user id anywhere in the labels
     assert "user" not in "".join(re.findall(r"\{[^}]*\}", text)).replace('bucket="user"', "")
+
+
+async def test_deliveries_and_live_gauges(client: TestClient, redis: Redis) -> None:
+    """Delivery counts and latencies are batched, the live gauges sampled: a
+    scrape still shows every delivered order, and idle workers as idle."""
+    before = await (await client.get("/metrics")).text()
+    confirmed_before = value(before, 'seckill_order_deliveries_total{result="confirmed"}') or 0
+    timed_before = value(before, "seckill_order_delivery_duration_seconds_count") or 0
+    await create_sale(client, "d1", stock=300)
+    answers = await asyncio.gather(
+        *(
+            client.post("/api/v1/sales/d1/orders", headers={"X-User-Id": f"u{i}"})
+            for i in range(300)
+        )
+    )
+    assert [r.status for r in answers].count(202) == 300
+    assert await wait_drained(redis, "d1", 30)
+    text = await (await client.get("/metrics")).text()
+    assert (
+        value(text, 'seckill_order_deliveries_total{result="confirmed"}') == confirmed_before + 300
+    )
+    assert value(text, "seckill_order_delivery_duration_seconds_count") == timed_before + 300
+    assert value(text, "seckill_order_workers_busy") == 0
+    assert value(text, "seckill_order_queue_depth") == 0
 
 
 @pytest.mark.multiprocess
