@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -17,6 +19,8 @@ from seckill.sales import SaleCache
 from seckill.scripts import Scripts
 from seckill.settings import Settings
 from seckill.shield import LocalShield
+
+log = logging.getLogger("seckill.limits")
 
 
 @dataclass(slots=True)
@@ -44,6 +48,9 @@ class Runtime:
         self.apply_limits(await limits.load(self.redis))
 
     def apply_limits(self, new: Limits) -> None:
+        if new != self.limits:
+            # one line per process: operators (and tests) see when each applied it
+            log.info("limits now in force here: %s", orjson.dumps(new.as_json()).decode())
         self.limits = new
         self.shield.configure(new, self.processes)
 

@@ -19,7 +19,7 @@ from seckill.limits import Limits
 from seckill.scripts import Admit, Scripts
 from seckill.shield import LocalShield
 from tests.conftest import ADMIN, make_app
-from tests.gateway import Gateway, blast, wait_for
+from tests.gateway import Gateway, blast, until, wait_for
 
 T0 = 1_700_000_000_000
 
@@ -216,6 +216,12 @@ async def test_two_processes_share_one_limit(gateway: Gateway, redis: Redis) -> 
     rate, burst, seconds = 40, 10, 3.0
     await admin(gateway.url, "PUT", "/admin/v1/sales/lim", {"stock": 10**6})
     await admin(gateway.url, "PUT", "/admin/v1/limits", {"rate": rate, "burst": burst})
+    # the contract gives each process up to 1 s to apply it: count from when both have
+    await until(
+        lambda: gateway.output().count('limits now in force here: {"rate":40.0') == 2,
+        within=5,
+        what="both processes to apply the limits",
+    )
     before = await evalsha_calls(redis)
     results = await blast(gateway.url, "lim", seconds, concurrency=64)
     script_calls = await evalsha_calls(redis) - before
