@@ -1,7 +1,8 @@
 """The error tree: each error carries its HTTP status and contract code.
 
-Handlers raise these; one wrapper around every handler (``seckill.responses``) turns them, and
-aiohttp's own HTTP exceptions, into ``{"error": code, "message": text}``.
+Handlers raise these; one wrapper around every handler (``seckill.responses``)
+turns them, and aiohttp's own HTTP exceptions, into
+``{"error": code, "message": text}``.
 """
 
 from __future__ import annotations

@@ -137,10 +137,15 @@ class Pipeline:
             if task not in self._delivering:
                 task.cancel()
         _, late = await asyncio.wait(self._workers, timeout=deadline)
-        for task in late:
-            log.warning("a delivery did not finish in %.0fs; its order stays pending", deadline)
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        if late:
+            log.warning(
+                "%d deliveries did not finish in %.0fs; their orders stay pending",
+                len(late),
+                deadline,
+            )
+            if not await cancel_and_wait(list(late), deadline):
+                log.warning("a delivery worker did not stop in %.0fs; left behind", deadline)
+        await asyncio.gather(*(t for t in self._workers if t.done()), return_exceptions=True)
         metrics.remove_sampler(self._sample_gauges)
         metrics.WORKERS.dec(self.workers)
         metrics.QUEUE_DEPTH.set(0)
