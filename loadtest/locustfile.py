@@ -452,7 +452,7 @@ class Crowd:
 CROWD = Crowd()
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]  # locust's hooks are untyped
 def _count_the_crowd(environment: Any, **_: Any) -> None:
     if environment.runner is not None and not isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message(Crowd.MESSAGE, CROWD.on_message)
@@ -471,7 +471,7 @@ class SpikeShape(LoadTestShape):
     use_common_options = True  # it reads --users and --run-time itself
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.ramp = _number("RAMP", 5.0, 0.0)
         self.hold = _number("HOLD", 20.0, 0.0)
 
@@ -480,7 +480,7 @@ class SpikeShape(LoadTestShape):
         options = self.runner.environment.parsed_options
         users = int(_number("USERS", getattr(options, "num_users", None) or 100, 1))
         cap = getattr(options, "run_time", None)
-        now = self.get_run_time()
+        now = self.get_run_time()  # type: ignore[no-untyped-call]
         if (cap and now >= cap) or now >= self.ramp + self.hold:
             return None
         if self.runner.state == STATE_RUNNING and CROWD.gone:
