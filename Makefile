@@ -21,7 +21,7 @@ install:
 	$(MAKE) $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m seckill.quickstart
+	$(BIN)/python -m seckill.tools.quickstart
 
 demo: $(STAMP)
 	$(BIN)/seckill demo
@@ -33,7 +33,7 @@ test: $(STAMP)
 		SECKILL_TEST_REDIS_SERVER=$(REDIS_SERVER) $(BIN)/pytest $(PYTEST_ARGS); \
 	fi
 
-# The benchmark (API.md §8): wrk from Debian when missing; BENCH_DURATION=<s>,
+# The benchmark (docs/API.md §8): wrk from Debian when missing; BENCH_DURATION=<s>,
 # BENCH_QUICK=1 and BENCH_ARGS="--processes 2 --scenarios admit" narrow it.
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y -q wrk \

@@ -27,7 +27,7 @@ from types import FrameType
 import uvloop
 from aiohttp import web
 
-from seckill.embedded import die_with_parent
+from seckill.process.procs import die_with_parent
 
 _ORDER_ID = "bare.AAAAAAAAAAAAAAAA"
 BUY_BODY = (

@@ -1,4 +1,4 @@
-"""The throughput/latency benchmark behind ``make bench`` (API.md §8).
+"""The throughput/latency benchmark behind ``make bench`` (docs/API.md §8).
 
     python -m loadtest.bench [--scenarios bare,admit,...] [--processes 1,2]
         [--connections 64,256] [--duration S] [--warmup S] [--out-dir DIR]
@@ -80,7 +80,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
-from loadtest.procfs import children_of
+from seckill.process.procs import children_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BUY_LUA = Path(__file__).resolve().parent / "wrk" / "buy.lua"
@@ -97,12 +97,12 @@ THREADS = 2
 WRK_TIMEOUT = "2s"
 SPIKE_STOCK = 10_000
 SPIKE_USERS = 200_000
-#: the rate_limited scenario's limits (API.md §5), far below any offered load.
+#: the rate_limited scenario's limits (docs/API.md §5), far below any offered load.
 LIMITED = {"rate": 1, "burst": 1}
 UNLIMITED = {"rate": None, "burst": 1, "per_user_rate": None, "per_user_burst": 1}
-#: seconds for the limits to reach every process (API.md §5: within 1 s).
+#: seconds for the limits to reach every process (docs/API.md §5: within 1 s).
 LIMITS_PROPAGATION = 1.2
-#: /metrics is current within 1 s (API.md §4).
+#: /metrics is current within 1 s (docs/API.md §4).
 METRICS_LAG = 1.1
 START_TIMEOUT = 60.0
 #: buys sent with urllib after each gateway run, to see what it answers.
@@ -838,7 +838,7 @@ class _Gateway:
             self.admin.limits(UNLIMITED)
             time.sleep(LIMITS_PROPAGATION)
         admitted = m.extra.get("server_admitted", 0)
-        # API.md §5: at most rate × seconds + burst (slack: one second).
+        # docs/API.md §5: at most rate × seconds + burst (slack: one second).
         bound = LIMITED["rate"] * (m.wrk.duration_s + 1) + LIMITED["burst"]
         m.extra["admitted_bound"] = bound
         if admitted > bound:
@@ -1111,7 +1111,7 @@ def parse_args(argv: list[str] | None) -> Options:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
-        description="The seckill benchmark (API.md §8). See the module docstring.",
+        description="The seckill benchmark (docs/API.md §8). See the module docstring.",
     )
     parser.add_argument(
         "--scenarios",

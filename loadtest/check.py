@@ -1,4 +1,4 @@
-"""Check the invariants of API.md §6 for one sale, after a load test (or any run).
+"""Check the invariants of docs/API.md §6 for one sale, after a load test (or any run).
 
     python -m loadtest.check --url URL --sale ID [--redis-url URL]
         [--sink sqlite:///PATH] [--require-drained] [--wait-drained SECONDS]
@@ -22,7 +22,8 @@ import click
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from seckill.invariants import (
+from seckill.redis.keys import valid_id
+from seckill.tools.invariants import (
     ADMIN_ONLY_NOTE,
     Check,
     CheckError,
@@ -33,7 +34,6 @@ from seckill.invariants import (
     sqlite_path,
     wait_drained,
 )
-from seckill.keys import valid_id
 
 #: seconds between looks at the admin view while waiting for the drain.
 ADMIN_POLL = 0.2

@@ -1,4 +1,4 @@
-"""A flash-sale crowd for any running seckill gateway (API.md §4, §7).
+"""A flash-sale crowd for any running seckill gateway (docs/API.md §4, §7).
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
 
@@ -149,7 +149,7 @@ def _json(resp: Any) -> Any:
 
 
 def _retry_after(resp: Any) -> float | None:
-    """Retry-After in seconds: an integer ≥ 1 by the contract (API.md §3), else None."""
+    """Retry-After in seconds: an integer ≥ 1 by the contract (docs/API.md §3), else None."""
     raw = str((resp.headers or {}).get("Retry-After") or "").strip()
     return float(raw) if raw.isascii() and raw.isdigit() and int(raw) >= 1 else None
 
@@ -238,7 +238,7 @@ def judge_sale(resp: Any) -> Verdict:
     return Verdict(f"sale: {code}", f"unexpected {status} {code}")
 
 
-#: Malformed buys and the one refusal each must get (API.md §2, §3).
+#: Malformed buys and the one refusal each must get (docs/API.md §2, §3).
 MALFORMED: dict[str, tuple[int, str]] = {
     "bad_json": (400, "invalid_request"),
     "bad_quantity": (400, "invalid_request"),

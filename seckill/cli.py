@@ -1,4 +1,4 @@
-"""``seckill`` — the command line (API.md §1).
+"""``seckill`` — the command line (docs/API.md §1).
 
 Every failure the user can fix is one line on stderr and exit code 2.
 """
@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 import click
 
-from seckill.admin_client import AdminClientError, call
-from seckill.embedded import EmbeddedError
-from seckill.limits import MAX_RATE, MIN_RATE
+from seckill.core.limits import MAX_RATE, MIN_RATE
+from seckill.process.embedded import EmbeddedError
 from seckill.settings import ConfigError, Settings
+from seckill.tools.admin_client import AdminClientError, call
 
 DEFAULTS = Settings()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -148,7 +148,8 @@ def serve(**flags: Any) -> None:
     except ConfigError as exc:
         fail(str(exc))
     _metrics_dir(settings.data_dir)
-    from seckill.server import ServeError, configure_logging, serve
+    from seckill.process.server import ServeError, serve
+    from seckill.process.worker import configure_logging
 
     configure_logging(settings.log_level)
     try:
@@ -198,7 +199,7 @@ def serve(**flags: Any) -> None:
 )
 def demo(**flags: Any) -> None:
     """A finite flash sale against a local gateway; exit 1 if an invariant broke."""
-    from seckill.demo import DemoOptions, run_demo
+    from seckill.tools.demo import DemoOptions, run_demo
 
     sys.exit(run_demo(DemoOptions(**flags), lambda line: click.echo(line)))
 
@@ -212,7 +213,7 @@ def _say(line: str) -> None:
 def _metrics_dir(data_dir: Path) -> None:
     """Point prometheus-client's multiprocess mode at a fresh ``<data-dir>/metrics``.
 
-    Runs before anything imports prometheus_client (``seckill.server`` does), as
+    Runs before anything imports prometheus_client (``seckill.process`` does), as
     the library picks its storage at import; spawned processes inherit it."""
     path = data_dir.resolve() / "metrics"
     shutil.rmtree(path, ignore_errors=True)

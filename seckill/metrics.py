@@ -1,4 +1,4 @@
-"""Prometheus metrics (API.md §4 ``/metrics``), correct across ``--processes N``.
+"""Prometheus metrics (docs/API.md §4 ``/metrics``), correct across ``--processes N``.
 
 Counters, histograms and live gauges use prometheus-client's multiprocess
 mode: ``seckill serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-#: the outcomes of API.md §4; no other family uses the label ``outcome``
+#: the outcomes of docs/API.md §4; no other family uses the label ``outcome``
 OUTCOMES = (
     "admitted",
     "sold_out",

@@ -110,7 +110,7 @@ class Settings:
                 )
         if self.redis_server is not None and not Path(self.redis_server).is_file():
             raise ConfigError(f"--redis-server {self.redis_server!r} is not a file")
-        from seckill.sinks import sink_from_url
+        from seckill.pipeline.sinks import sink_from_url
 
         try:
             sink_from_url(self.sink_url, timeout=self.delivery_timeout)

@@ -1,0 +1,1 @@
+"""The Lua scripts (one per file), shipped in the package as ``seckill.lua``."""

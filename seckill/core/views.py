@@ -1,0 +1,59 @@
+"""Sale and order views (docs/API.md §4, §5), built from their Redis hashes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from seckill.timefmt import format_rfc3339
+
+ORDER_STATUSES = ("queued", "confirmed", "failed", "cancelled")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def sale_status(sale: dict[str, str], at_ms: int) -> str:
+    ends_at = sale.get("ends_at") or ""
+    if ends_at and at_ms >= int(ends_at):
+        return "ended"
+    if at_ms < int(sale["starts_at"]):
+        return "upcoming"
+    if int(sale["stock_left"]) <= 0:
+        return "sold_out"
+    return "active"
+
+
+def public_view(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, Any]:
+    ends_at = sale.get("ends_at") or ""
+    return {
+        "sale_id": sale_id,
+        "name": sale["name"],
+        "status": sale_status(sale, at_ms),
+        "stock_total": int(sale["stock_total"]),
+        "stock_left": int(sale["stock_left"]),
+        "starts_at": format_rfc3339(int(sale["starts_at"])),
+        "ends_at": format_rfc3339(int(ends_at)) if ends_at else None,
+        "per_user_limit": int(sale["per_user_limit"]),
+    }
+
+
+def admin_view(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, Any]:
+    view = public_view(sale_id, sale, at_ms)
+    view["orders"] = {s: int(sale.get(f"n_{s}", 0)) for s in ORDER_STATUSES}
+    # The backlog is the queued orders; a "backlog" field an older version left
+    # in the hash is stale and ignored.
+    view["backlog"] = view["orders"]["queued"]
+    return view
+
+
+def order_view(order: dict[str, str]) -> dict[str, Any]:
+    return {
+        "order_id": order["order_id"],
+        "sale_id": order["sale_id"],
+        "user_id": order["user_id"],
+        "quantity": int(order["quantity"]),
+        "status": order["status"],
+        "created_at": format_rfc3339(int(order["created_at"])),
+    }

@@ -1,0 +1,1 @@
+"""The HTTP layer: the app factory, routes, errors and the OpenAPI document."""

@@ -1,0 +1,1 @@
+"""HTTP routes: customer (docs/API.md §4), admin (§5), health."""

@@ -1,0 +1,171 @@
+"""Admin API (docs/API.md §5): create, update and read sales. Bearer token on every route."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from seckill.core import limits
+from seckill.core.views import admin_view, now_ms, order_view
+from seckill.http import errors
+from seckill.http.auth import check_admin
+from seckill.http.responses import json_response
+from seckill.http.state import ADMIN_TOKEN, RUNTIME
+from seckill.http.validate import integer, json_object, path_id
+from seckill.redis import keys
+from seckill.redis.events import publish_limits_changed, publish_sale_changed
+from seckill.redis.scripts import Cancel, SalePut
+from seckill.timefmt import parse_rfc3339
+
+ADMIN_BODY_LIMIT = 16 * 1024
+#: stays exact in Lua's doubles (2^53) with room to spare.
+MAX_STOCK = 10**12
+MAX_PER_USER_LIMIT = 1_000_000
+MAX_NAME = 200
+#: ``GET /admin/v1/sales`` lists at most this many sales (the first by id)
+MAX_LISTED_SALES = 1000
+SALE_FIELDS = frozenset({"name", "stock", "starts_at", "ends_at", "per_user_limit"})
+
+log = logging.getLogger("seckill.sales")
+routes = web.RouteTableDef()
+
+
+def _admin(request: web.Request) -> None:
+    check_admin(request, request.app[ADMIN_TOKEN])
+
+
+def sale_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate a PUT body; return the fields given, times in ms (None = null)."""
+    unknown = set(body) - SALE_FIELDS
+    if unknown:
+        raise errors.InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    fields: dict[str, Any] = {}
+    if "name" in body:
+        name = body["name"]
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+            raise errors.InvalidRequest(f"name must be a string of 1 to {MAX_NAME} characters.")
+        fields["name"] = name
+    if "stock" in body:
+        fields["stock"] = integer(body, "stock", 0, MAX_STOCK)
+    if "per_user_limit" in body:
+        fields["per_user_limit"] = integer(body, "per_user_limit", 1, MAX_PER_USER_LIMIT)
+    for name in ("starts_at", "ends_at"):
+        if name in body:
+            value = body[name]
+            if value is None:
+                fields[name] = None
+                continue
+            try:
+                fields[name] = parse_rfc3339(value)
+            except (TypeError, ValueError):
+                raise errors.InvalidRequest(
+                    f"{name} must be an RFC 3339 timestamp with an offset, or null."
+                ) from None
+    return fields
+
+
+@routes.put("/admin/v1/sales/{sale_id}")
+async def put_sale(request: web.Request) -> web.Response:
+    _admin(request)
+    sale_id = path_id(request, "sale_id")
+    fields = sale_fields(await json_object(request, ADMIN_BODY_LIMIT, required=True))
+    rt = request.app[RUNTIME]
+    result = await rt.scripts.sale_put(sale_id, fields)
+    if result.outcome is SalePut.MISSING_STOCK:
+        raise errors.InvalidRequest("stock is required to create a sale.")
+    if result.outcome is SalePut.BAD_WINDOW:
+        raise errors.InvalidRequest("ends_at must be after starts_at.")
+    if result.outcome is SalePut.STOCK_CONFLICT:
+        raise errors.StockConflict(f"stock cannot go below the {result.sold} unit(s) already sold.")
+    # The index is what the order reader walks; SADD is idempotent, so an update
+    # also repairs a create whose SADD was lost.
+    await rt.redis.sadd(keys.SALES_INDEX, sale_id)
+    rt.cache.changed(sale_id)
+    await publish_sale_changed(rt.redis, sale_id)
+    status = 201 if result.outcome is SalePut.CREATED else 200
+    log.info(
+        "sale %s %s: stock %s/%s, per user %s",
+        sale_id,
+        "created" if status == 201 else "updated",
+        result.sale.get("stock_left"),
+        result.sale.get("stock_total"),
+        result.sale.get("per_user_limit"),
+    )
+    return json_response(admin_view(sale_id, result.sale, now_ms()), status)
+
+
+@routes.get("/admin/v1/sales")
+async def list_sales(request: web.Request) -> web.Response:
+    """Every sale's admin view, sorted by id, at most MAX_LISTED_SALES (the dashboard's list)."""
+    _admin(request)
+    rt = request.app[RUNTIME]
+    members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
+    sale_ids = sorted(members)[:MAX_LISTED_SALES]
+    views: list[dict[str, Any]] = []
+    if sale_ids:
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for sale_id in sale_ids:
+                pipe.hgetall(keys.sale(sale_id))
+            rows: list[dict[str, str]] = await pipe.execute()
+        at = now_ms()
+        views = [
+            admin_view(sale_id, sale, at)
+            for sale_id, sale in zip(sale_ids, rows, strict=True)
+            if sale  # in the index, but its hash is gone: not a sale any more
+        ]
+    return json_response({"sales": views, "truncated": len(members) > MAX_LISTED_SALES})
+
+
+@routes.get("/admin/v1/sales/{sale_id}")
+async def get_sale(request: web.Request) -> web.Response:
+    _admin(request)
+    sale_id = path_id(request, "sale_id")
+    sale: dict[str, str] = await request.app[RUNTIME].redis.hgetall(  # type: ignore[assignment]
+        keys.sale(sale_id)
+    )
+    if not sale:
+        raise errors.SaleNotFound()
+    return json_response(admin_view(sale_id, sale, now_ms()))
+
+
+@routes.get("/admin/v1/limits")
+async def get_limits(request: web.Request) -> web.Response:
+    _admin(request)
+    return json_response((await limits.load(request.app[RUNTIME].redis)).as_json())
+
+
+@routes.put("/admin/v1/limits")
+async def put_limits(request: web.Request) -> web.Response:
+    """Change the fields given; every process applies it within a second."""
+    _admin(request)
+    body = await json_object(request, ADMIN_BODY_LIMIT, required=True)
+    try:
+        changes = limits.parse_changes(body)
+    except limits.LimitsError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    rt = request.app[RUNTIME]
+    stored = await limits.store(rt.redis, changes)
+    rt.apply_limits(stored)
+    await publish_limits_changed(rt.redis)
+    return json_response(stored.as_json())
+
+
+@routes.post("/admin/v1/orders/{order_id}/cancel")
+async def cancel_order(request: web.Request) -> web.Response:
+    """queued|confirmed -> cancelled; its units go back and the user may buy again."""
+    _admin(request)
+    order_id = request.match_info["order_id"]
+    sale_id = keys.sale_of_order(order_id)
+    if sale_id is None:
+        raise errors.InvalidRequest("Malformed order_id.")
+    rt = request.app[RUNTIME]
+    outcome, order = await rt.scripts.cancel(sale_id, order_id)
+    if outcome is Cancel.NOT_FOUND:
+        raise errors.OrderNotFound()
+    if outcome is Cancel.NOT_CANCELLABLE:
+        raise errors.OrderNotCancellable(f"The order is already {order.get('status')}.")
+    rt.cache.changed(sale_id)
+    await publish_sale_changed(rt.redis, sale_id)
+    return json_response(order_view(order))

@@ -1,0 +1,39 @@
+"""``GET /metrics``: Prometheus text format, every process of the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from seckill import metrics
+from seckill.core import limits
+from seckill.http.state import RUNTIME
+from seckill.redis import keys
+
+routes = web.RouteTableDef()
+
+#: sales shown with their stock and backlog gauges, at most (newest ids first is
+#: not knowable from a set; the index is small in practice)
+MAX_SALES = 1000
+
+
+@routes.get("/metrics")
+async def get_metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
+    sale_ids = sorted(members)[:MAX_SALES]
+    sales: dict[str, dict[str, str]] = {}
+    if sale_ids:
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for sale_id in sale_ids:
+                # the backlog gauge is n_queued (the hash has no field of its own)
+                pipe.hmget(keys.sale(sale_id), ["stock_left", "stock_total", "n_queued"])
+            rows: list[Any] = await pipe.execute()
+        for sale_id, (left, total, backlog) in zip(sale_ids, rows, strict=True):
+            if left is not None:
+                sales[sale_id] = {"stock_left": left, "stock_total": total, "backlog": backlog}
+    body, content_type = metrics.render(sales, (await limits.load(rt.redis)).as_json())
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp

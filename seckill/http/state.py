@@ -1,0 +1,72 @@
+"""Typed application keys: everything a handler reaches through ``request.app``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from seckill.core import limits
+from seckill.core.cache import SaleCache
+from seckill.core.limits import Limits
+from seckill.core.shield import LocalShield
+from seckill.http.auth import Identify
+from seckill.pipeline.consumer import Pipeline
+from seckill.redis.autopipe import AutoPipeline
+from seckill.redis.events import Listener
+from seckill.redis.scripts import Scripts
+from seckill.settings import Settings
+
+log = logging.getLogger("seckill.limits")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Mutable per-process state, built by the app's cleanup contexts."""
+
+    redis: Redis
+    scripts: Scripts
+    #: the auto-pipelined connection of the hot path (admit, and the pipeline's calls)
+    pipe: AutoPipeline | None = None
+    cache: SaleCache = field(default_factory=SaleCache)
+    limits: Limits = field(default_factory=Limits)
+    shield: LocalShield = field(default_factory=LocalShield)
+    #: live gateway processes, cluster-wide (from the heartbeat).
+    processes: int = 1
+    listener: Listener | None = None
+    pipeline: Pipeline | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True while the event listener is subscribed; /readyz reports it."""
+        return self.listener is not None and self.listener.subscribed
+
+    async def reload_limits(self) -> None:
+        self.apply_limits(await limits.load(self.redis))
+
+    async def resubscribed(self) -> None:
+        """The event listener (re)subscribed: it may have missed events, so
+        forget every cached sale and re-read the limits."""
+        self.cache.changed_all()
+        await self.reload_limits()
+
+    def apply_limits(self, new: Limits) -> None:
+        if new != self.limits:
+            # one line per process: operators (and tests) see when each applied it
+            log.info("limits now in force here: %s", orjson.dumps(new.as_json()).decode())
+        self.limits = new
+        self.shield.configure(new, self.processes)
+
+    def set_processes(self, count: int) -> None:
+        if count != self.processes:
+            self.processes = count
+            self.shield.configure(self.limits, count)
+
+
+SETTINGS = web.AppKey("settings", Settings)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+IDENTIFY: web.AppKey[Identify] = web.AppKey("identify")
+RUNTIME = web.AppKey("runtime", Runtime)

@@ -1,0 +1,1 @@
+"""The order pipeline: Redis Stream -> bounded queue -> workers -> sink."""

@@ -1,0 +1,390 @@
+"""The order pipeline: Redis Stream → bounded queue → worker pool → sink.
+
+Per gateway process:
+
+- the **reader** reads every sale's stream through the consumer group
+  ``GROUP`` under this process's consumer name, and puts entries into a
+  bounded ``asyncio.Queue``; when the queue is full it stops reading, so a
+  burst waits in the stream, never in RAM. At start it first re-reads the
+  entries still pending on its own name (a restart re-delivers them at once);
+- ``workers`` tasks take entries and deliver them to the sink (timeout per
+  try, exponential backoff with jitter, a retry budget); success runs
+  confirm.lua, a spent budget release.lua — each also acknowledges the entry;
+- the **keeper** re-claims this process's held entries to itself every few
+  seconds (XCLAIM … JUSTID), so an entry that waits in a slow queue never
+  looks idle to other processes;
+- the **reclaimer** takes over entries idle longer than ``IDLE_TIMEOUT`` —
+  those of a dead process — with XAUTOCLAIM; it runs cluster-wide once at a
+  time under redis-py's ``Lock``.
+
+Shutdown: stop reading, let in-flight deliveries finish within a deadline,
+leave the rest pending in the stream (delivered after restart; sinks are
+idempotent, so nothing is written twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError, RedisError, ResponseError
+
+from seckill import metrics
+from seckill.aiotools import cancel_and_wait, reraise_if_cancelling
+from seckill.pipeline.sinks import Order, Sink, SinkError, one_line
+from seckill.redis import keys
+from seckill.redis.autopipe import AutoPipeline
+from seckill.redis.scripts import Scripts
+from seckill.settings import Settings
+
+log = logging.getLogger("seckill.pipeline")
+
+GROUP = "seckill"
+#: an entry pending this long (ms) on one consumer is taken over by another.
+IDLE_TIMEOUT_MS = 15_000
+#: seconds between reclaimer passes and keeper refreshes.
+RECLAIM_INTERVAL = 5.0
+KEEP_INTERVAL = 4.0
+#: seconds between looks at the sale index for new sales.
+DISCOVER_INTERVAL = 1.0
+RECLAIM_LOCK = f"{keys.PREFIX}:lock:reclaimer"
+BACKOFF_BASE, BACKOFF_CAP = 0.1, 10.0
+#: seconds to wait for in-flight deliveries at shutdown.
+DRAIN_DEADLINE = 10.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    sale_id: str
+    entry_id: str
+    #: the order as its stream entry carries it (admit.lua writes every field)
+    order: Order
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        sink: Sink,
+        settings: Settings,
+        consumer: str,
+        on_released: Callable[[str], Awaitable[None]],
+        pipe: AutoPipeline | None = None,
+    ) -> None:
+        self.redis, self.scripts, self.sink, self.pipe = redis, scripts, sink, pipe
+        self.consumer = consumer
+        self.workers = settings.order_workers
+        self.retries = settings.delivery_retries
+        self.delivery_timeout = settings.delivery_timeout
+        # a blocking read must end well before the socket timeout
+        self.block_ms = max(10, min(1000, int(settings.redis_timeout * 500)))
+        self.queue: asyncio.Queue[Entry] = asyncio.Queue(settings.queue_size)
+        self.on_released = on_released
+        self.sales: set[str] = set()
+        #: entries read by this process and not yet acknowledged, per sale
+        self.held: dict[str, set[str]] = {}
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        #: worker tasks that are handling an entry right now
+        self._delivering: set[asyncio.Task[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return (
+            bool(self._workers)
+            and not self.stopping
+            and all(not t.done() for t in self._tasks + self._workers)
+        )
+
+    async def start(self) -> None:
+        await self.sink.start()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="pipeline-reader"),
+            asyncio.create_task(self._keep_loop(), name="pipeline-keeper"),
+            asyncio.create_task(self._reclaim_loop(), name="pipeline-reclaimer"),
+        ]
+        self._workers = [
+            asyncio.create_task(self._work_loop(), name=f"pipeline-worker-{i}")
+            for i in range(self.workers)
+        ]
+        metrics.WORKERS.inc(self.workers)
+        metrics.add_sampler(self._sample_gauges)
+
+    async def stop(self, deadline: float = DRAIN_DEADLINE) -> None:
+        """Stop intake, let in-flight deliveries finish within *deadline* seconds."""
+        self.stopping = True
+        self._stopped.set()
+        if not await cancel_and_wait(self._tasks, deadline):
+            log.warning("a pipeline task did not stop in %.0fs; left behind", deadline)
+        # idle workers wait on the queue: cancel them; busy ones finish their order
+        for task in self._workers:
+            if task not in self._delivering:
+                task.cancel()
+        _, late = await asyncio.wait(self._workers, timeout=deadline)
+        if late:
+            log.warning(
+                "%d deliveries did not finish in %.0fs; their orders stay pending",
+                len(late),
+                deadline,
+            )
+            if not await cancel_and_wait(list(late), deadline):
+                log.warning("a delivery worker did not stop in %.0fs; left behind", deadline)
+        await asyncio.gather(*(t for t in self._workers if t.done()), return_exceptions=True)
+        metrics.remove_sampler(self._sample_gauges)
+        metrics.WORKERS.dec(self.workers)
+        metrics.QUEUE_DEPTH.set(0)
+        metrics.WORKERS_BUSY.set(0)
+        left = self.queue.qsize()
+        if left:
+            log.info("%d order(s) left pending in the stream for after the restart", left)
+        await self.sink.close()
+
+    def _sample_gauges(self) -> None:
+        """The live gauges, set at every metrics flush rather than per order."""
+        metrics.QUEUE_DEPTH.set(self.queue.qsize())
+        metrics.WORKERS_BUSY.set(len(self._delivering))
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _discover(self) -> list[str]:
+        """New sales in the index; their consumer groups exist afterwards."""
+        found: set[str] = await self.redis.smembers(keys.SALES_INDEX)  # type: ignore[misc, assignment]
+        new = sorted(found - self.sales)
+        for sale_id in new:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+                await self.redis.xgroup_create(keys.stream(sale_id), GROUP, id="0", mkstream=True)
+            self.held.setdefault(sale_id, set())
+        self.sales.update(new)
+        return new
+
+    async def _read_own_pending(self, sale_id: str) -> None:
+        """Re-deliver what this consumer name read before a restart."""
+        last = "0"
+        while not self.stopping:
+            reply: Any = await self.redis.xreadgroup(
+                GROUP, self.consumer, {keys.stream(sale_id): last}, count=100
+            )
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                await self._enqueue(sale_id, entry_id, fields)
+                last = entry_id
+
+    async def _enqueue(self, sale_id: str, entry_id: str, fields: dict[str, str] | None) -> None:
+        try:
+            order = Order(
+                order_id=fields["order_id"],  # type: ignore[index]
+                sale_id=sale_id,
+                user_id=fields["user_id"],  # type: ignore[index]
+                quantity=int(fields["quantity"]),  # type: ignore[index]
+                created_at_ms=int(fields["created_at"]),  # type: ignore[index]
+            )
+        except (TypeError, KeyError, ValueError):  # deleted or foreign entry: just ack it
+            log.warning("skipping malformed stream entry %s of sale %s", entry_id, sale_id)
+            await self.redis.xack(keys.stream(sale_id), GROUP, entry_id)
+            return
+        held = self.held.setdefault(sale_id, set())
+        if entry_id in held:
+            return
+        held.add(entry_id)
+        await self.queue.put(Entry(sale_id, entry_id, order))
+
+    async def _read_loop(self) -> None:
+        next_discovery = 0.0
+        while not self.stopping:
+            try:
+                if time.monotonic() >= next_discovery:
+                    for sale_id in await self._discover():
+                        await self._read_own_pending(sale_id)
+                    next_discovery = time.monotonic() + DISCOVER_INTERVAL
+                if not self.sales:
+                    await asyncio.sleep(DISCOVER_INTERVAL)
+                    continue
+                free = self.queue.maxsize - self.queue.qsize()
+                reply: Any = await self.redis.xreadgroup(
+                    GROUP,
+                    self.consumer,
+                    {keys.stream(s): ">" for s in sorted(self.sales)},
+                    count=max(1, min(free, 500)),
+                    block=self.block_ms,
+                )
+                for stream, entries in reply or []:
+                    sale_id = _sale_of_stream(stream)
+                    for entry_id, fields in entries:
+                        if self.stopping:  # what is not queued is re-read after a restart
+                            return
+                        await self._enqueue(sale_id, entry_id, fields)  # waits when full
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                if self.stopping:
+                    return
+                log.warning("order reader: Redis error (%s); retrying", one_line(exc))
+                await asyncio.sleep(1.0)
+
+    # -- keeping and reclaiming -------------------------------------------------------
+
+    async def _keep_loop(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(KEEP_INTERVAL)
+            for sale_id, ids in list(self.held.items()):
+                if not ids:
+                    continue
+                try:
+                    await self.redis.xclaim(
+                        keys.stream(sale_id), GROUP, self.consumer, 0, list(ids), justid=True
+                    )
+                except (RedisError, OSError) as exc:
+                    reraise_if_cancelling()
+                    log.warning("order keeper: Redis error (%s)", one_line(exc))
+
+    async def _reclaim_loop(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(RECLAIM_INTERVAL)
+            try:
+                await self.reclaim()
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                log.warning("order reclaimer: Redis error (%s)", one_line(exc))
+
+    async def reclaim(self, idle_ms: int = IDLE_TIMEOUT_MS) -> int:
+        """One pass: take over entries idle for *idle_ms*, once at a time cluster-wide."""
+        lock = self.redis.lock(RECLAIM_LOCK, timeout=RECLAIM_INTERVAL * 2, blocking=False)
+        if not await lock.acquire():
+            return 0
+        taken = 0
+        try:
+            for sale_id in sorted(self.sales):
+                start = "0-0"
+                while not self.stopping:
+                    free = self.queue.maxsize - self.queue.qsize()
+                    if free <= 0:
+                        return taken
+                    claimed: Any = await self.redis.xautoclaim(
+                        keys.stream(sale_id), GROUP, self.consumer, idle_ms, start, count=free
+                    )
+                    start, entries = claimed[0], claimed[1]
+                    for entry_id, fields in entries:
+                        await self._enqueue(sale_id, entry_id, fields)
+                    taken += len(entries)
+                    await lock.reacquire()  # extend while held
+                    if start in ("0-0", b"0-0"):
+                        break
+        finally:
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.release()
+        if taken:
+            log.info("reclaimed %d order(s) from stopped consumers", taken)
+        return taken
+
+    # -- delivering -------------------------------------------------------------------
+
+    async def _work_loop(self) -> None:
+        while not self.stopping:
+            entry = await self.queue.get()
+            if self.stopping:  # shutting down: leave it pending in the stream
+                self.queue.put_nowait(entry)
+                return
+            me = asyncio.current_task()
+            assert me is not None
+            self._delivering.add(me)
+            try:
+                await self._handle(entry)
+            except Exception:
+                log.exception(
+                    "order %s: unexpected error; left for the reclaimer", entry.order.order_id
+                )
+            finally:
+                self._delivering.discard(me)
+                self.held.get(entry.sale_id, set()).discard(entry.entry_id)
+
+    async def _handle(self, entry: Entry) -> None:
+        order = entry.order
+        order_key = keys.order(entry.sale_id, order.order_id)
+        status = await self._redis_retry(lambda: self._command("HGET", order_key, "status"))
+        if status != "queued":  # cancelled, or done by a process that died
+            stream = keys.stream(entry.sale_id)
+            await self._redis_retry(lambda: self._command("XACK", stream, GROUP, entry.entry_id))
+            return
+        delivered = await self._deliver(order)
+        if delivered is None:
+            return
+        if delivered:
+            await self._redis_retry(
+                lambda: self.scripts.confirm(entry.sale_id, order.order_id, GROUP, entry.entry_id)
+            )
+            return
+        released = await self._redis_retry(
+            lambda: self.scripts.release(entry.sale_id, order.order_id, GROUP, entry.entry_id)
+        )
+        if released:
+            log.warning(
+                "order %s failed after %d tries; stock returned", order.order_id, self.retries + 1
+            )
+            await self._redis_retry(lambda: self.on_released(entry.sale_id))
+
+    async def _command(self, *args: str) -> Any:
+        """A plain command, through the auto-pipeline when there is one."""
+        if self.pipe is not None:
+            return await self.pipe.execute(*args)
+        return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def _deliver(self, order: Order) -> bool | None:
+        """True: delivered. False: the retry budget is spent. None: shutting down
+        between tries — the entry stays pending for after the restart."""
+        for attempt in range(self.retries + 1):
+            started = time.perf_counter()
+            try:
+                # asyncio.timeout, not wait_for: no task of its own per delivery
+                async with asyncio.timeout(self.delivery_timeout):
+                    await self.sink.deliver(order)
+                metrics.count_delivery(started)
+                return True
+            except (SinkError, TimeoutError) as exc:
+                metrics.DELIVERIES_ATTEMPT_FAILED.inc()
+                log.info(
+                    "order %s: delivery %d failed: %s", order.order_id, attempt + 1, one_line(exc)
+                )
+            if attempt < self.retries:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), backoff(attempt))
+                if self.stopping:
+                    return None
+        metrics.DELIVERIES_FAILED.inc()
+        return False
+
+    async def _redis_retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis call until it succeeds: a delivered order must get confirmed."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                if self.stopping:
+                    raise
+                log.warning("pipeline: Redis error (%s); retrying", one_line(exc))
+                await asyncio.sleep(backoff(attempt) + 0.05)
+                attempt += 1
+
+
+def _sale_of_stream(stream: str) -> str:
+    # seckill:{S}:orders
+    return stream[len(keys.PREFIX) + 2 : -len("}:orders")]

@@ -1,0 +1,151 @@
+"""Where confirmed orders go: one small Protocol, one module per backend.
+
+Every sink is idempotent on ``order_id`` (a primary key, or the webhook's
+``Idempotency-Key``), so the pipeline may deliver an order again after a
+retry, a re-claim from a dead process or a restart, and it is still written
+once (docs/API.md §6, invariant 3).
+
+``sink_from_url`` picks the backend from the URL scheme:
+
+- ``sqlite:///orders.db`` — a path relative to the working directory;
+  ``sqlite:////abs/path/orders.db`` — an absolute one (``sqlite:///`` followed
+  by the path, as SQLAlchemy spells it; ``Settings.sink_url`` builds this).
+- ``http://…`` / ``https://…`` — a webhook, one POST per order.
+- ``postgresql://…`` / ``postgres://…`` — a libpq-style DSN for asyncpg.
+
+Backends are imported on first use, so importing this package costs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+from urllib.parse import SplitResult, urlsplit
+
+from seckill.timefmt import format_rfc3339
+
+__all__ = ["Order", "Sink", "SinkError", "sink_from_url"]
+
+
+#: the ``orders`` table of every database sink (docs/API.md §6), in this order
+COLUMNS = ("order_id", "sale_id", "user_id", "quantity", "created_at", "confirmed_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What the pipeline hands a sink."""
+
+    order_id: str
+    sale_id: str
+    user_id: str
+    quantity: int
+    created_at_ms: int  # ms since the epoch, UTC
+
+
+class SinkError(Exception):
+    """Delivery failed (retryable). The message is one line for operators."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    async def start(self) -> None:
+        """Connect / create the table; SinkError if the sink is unusable."""
+
+    async def deliver(self, order: Order) -> None:
+        """Write *order* once, whatever the number of calls; SinkError on any failure."""
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice, or without start()."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its text (or its type), whitespace collapsed."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def created_at_text(order: Order) -> str:
+    """The order's created_at as RFC 3339; SinkError if it is not a time."""
+    try:
+        return format_rfc3339(order.created_at_ms)
+    except (ValueError, OverflowError, OSError, TypeError) as exc:
+        raise SinkError(
+            f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time"
+            f" ({one_line(exc)})"
+        ) from exc
+
+
+def safe_url(parts: SplitResult) -> str:
+    """The URL for messages and logs: no password, no query (they may hold secrets)."""
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+_SCHEMES = "sqlite:///PATH, http(s)://HOST/… or postgresql://…"
+
+
+def _shown(url: str) -> str:
+    """*url* quoted for an error message, its password (if any) masked."""
+    return repr(re.sub(r"(//[^/?#@:]*:)[^/?#@]*@", r"\1***@", url))
+
+
+def sink_from_url(url: str, *, timeout: float = 5.0) -> Sink:
+    """The sink for *url* (not started); ValueError with one sentence if it is not usable.
+
+    *timeout* bounds each delivery (and connecting, for PostgreSQL), in seconds.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"An order sink URL is required: {_SCHEMES}.")
+    if not timeout > 0:
+        raise ValueError(f"The sink timeout must be a positive number of seconds, got {timeout!r}.")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- validates the port (ValueError when out of range)
+    except ValueError as exc:
+        raise ValueError(
+            f"The order sink URL {_shown(url)} is malformed ({one_line(exc)})."
+        ) from None
+    scheme = parts.scheme.lower()
+    # A SQLite path is taken literally (Settings.sink_url pastes --data-dir in
+    # as is, spaces included); a network URL with whitespace is a typo.
+    if scheme != "sqlite" and re.search(r"\s", url):
+        raise ValueError(f"The order sink URL {_shown(url)} contains whitespace.")
+
+    if scheme == "sqlite":
+        if not url.lower().startswith("sqlite:///"):
+            raise ValueError(
+                f"A SQLite sink URL is sqlite:/// followed by a file path "
+                f"(sqlite:////abs/orders.db or sqlite:///relative/orders.db), got {_shown(url)}."
+            )
+        path = url[len("sqlite:///") :]
+        if not path.strip() or path.endswith("/") or parts.query or parts.fragment:
+            raise ValueError(
+                f"A SQLite sink URL names a file, with no ? or # in it, got {_shown(url)}."
+            )
+        from seckill.pipeline.sinks.sqlite import SQLiteSink
+
+        return SQLiteSink(path, timeout=timeout)
+
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"A webhook sink URL needs a host, got {_shown(url)}.")
+        if parts.fragment:
+            raise ValueError(f"A webhook sink URL takes no #fragment, got {_shown(url)}.")
+        from seckill.pipeline.sinks.webhook import WebhookSink
+
+        return WebhookSink(url, timeout=timeout)
+
+    if scheme in ("postgresql", "postgres"):
+        if parts.fragment:
+            raise ValueError(f"A PostgreSQL sink URL takes no #fragment, got {_shown(url)}.")
+        from seckill.pipeline.sinks.postgres import PostgresSink
+
+        return PostgresSink(url, timeout=timeout)
+
+    shown = f"{parts.scheme}://" if parts.scheme else _shown(url)
+    raise ValueError(f"Unsupported order sink {shown}: use {_SCHEMES}.")

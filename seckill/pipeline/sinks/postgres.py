@@ -1,0 +1,132 @@
+"""PostgreSQL sink: an asyncpg pool, ``INSERT … ON CONFLICT (order_id) DO NOTHING``.
+
+Each delivery is one autocommitted INSERT on a pooled connection: the pool
+(``pool_size`` connections) is what lets concurrent workers write at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from seckill.pipeline.sinks import COLUMNS, Order, SinkError, one_line, safe_url
+
+CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id     text PRIMARY KEY,
+    sale_id      text NOT NULL,
+    user_id      text NOT NULL,
+    quantity     integer NOT NULL,
+    created_at   timestamptz NOT NULL,
+    confirmed_at timestamptz NOT NULL
+)
+"""
+
+# Two processes running CREATE TABLE IF NOT EXISTS at the same moment can
+# both miss the table and one fails on a catalog unique index; gateways start
+# together (--processes N), so they take turns under this advisory lock.
+SCHEMA_LOCK = 5_348_192_001  # any fixed bigint, for this table only
+
+TABLE_COLUMNS = """
+SELECT attname FROM pg_attribute
+WHERE attrelid = 'orders'::regclass AND attnum > 0 AND NOT attisdropped
+ORDER BY attnum
+"""
+
+INSERT = """
+INSERT INTO orders (order_id, sale_id, user_id, quantity, created_at, confirmed_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (order_id) DO NOTHING
+"""
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# What a failed statement raises: server errors, client-side/pool errors
+# (connection lost, pool closing, a value that does not fit its column),
+# socket errors.
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ValueError, OverflowError)
+
+
+class PostgresSink:
+    def __init__(self, dsn: str, *, timeout: float = 5.0, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        #: the DSN as messages show it: no password, no query string.
+        self.shown = safe_url(urlsplit(dsn))
+        self._timeout = timeout
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresSink({self.shown!r})"
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout,  # connecting
+                command_timeout=self._timeout,
+            )
+        except Exception as exc:  # refused, DNS, auth, no such database, bad DSN…
+            raise SinkError(f"cannot reach PostgreSQL at {self.shown}: {one_line(exc)}") from exc
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+                await conn.execute(CREATE_TABLE)
+                columns = tuple(r["attname"] for r in await conn.fetch(TABLE_COLUMNS))
+        except Exception as exc:
+            await _close_pool(pool, self._timeout)
+            raise SinkError(
+                f"cannot use PostgreSQL at {self.shown}: creating table orders: {one_line(exc)}"
+            ) from exc
+        if columns != COLUMNS:
+            await _close_pool(pool, self._timeout)
+            raise SinkError(
+                f"PostgreSQL at {self.shown}: table orders has columns {', '.join(columns)};"
+                f" expected {', '.join(COLUMNS)}"
+            )
+        self._pool = pool
+
+    async def deliver(self, order: Order) -> None:
+        pool = self._pool
+        if pool is None:
+            raise SinkError(f"PostgreSQL sink {self.shown} is not running")
+        try:
+            created_at = EPOCH + timedelta(milliseconds=order.created_at_ms)
+        except (OverflowError, TypeError) as exc:
+            raise SinkError(
+                f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time"
+            ) from exc
+        args = (order.order_id, order.sale_id, order.user_id, order.quantity, created_at)
+        try:
+            # One deadline for waiting on a pooled connection and the INSERT.
+            async with asyncio.timeout(self._timeout):
+                await pool.execute(INSERT, *args, datetime.now(UTC))
+        except TimeoutError:
+            raise SinkError(
+                f"PostgreSQL at {self.shown}: order {order.order_id} not written"
+                f" within {self._timeout:g}s"
+            ) from None
+        except _FAILURES as exc:
+            raise SinkError(
+                f"PostgreSQL at {self.shown}: order {order.order_id}: {one_line(exc)}"
+            ) from exc
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await _close_pool(pool, self._timeout)
+
+
+async def _close_pool(pool: asyncpg.Pool, seconds: float) -> None:
+    """Close gracefully (waits for connections in use), terminate past *seconds*."""
+    try:
+        await asyncio.wait_for(pool.close(), seconds)
+    except TimeoutError:
+        pool.terminate()

@@ -1,0 +1,1 @@
+"""Running the gateway: the server, the supervisor of N processes, the embedded Redis."""

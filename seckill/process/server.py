@@ -1,0 +1,125 @@
+"""``seckill serve``: check, start the embedded server, run one process or N.
+
+``serve`` checks the port, starts the embedded server (or checks the
+external one), then runs the app in this process (N = 1) or in N spawned
+children that share the port through SO_REUSEPORT. SIGTERM/SIGINT: each
+process stops accepting, answers what is in flight, and exits; the embedded
+server is stopped last. Children die with the supervisor (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import uvloop
+
+from seckill.process.embedded import EmbeddedRedis
+from seckill.process.supervisor import Supervisor
+from seckill.process.worker import ServeError, run_app
+from seckill.settings import Settings
+
+__all__ = ["ServeError", "serve"]
+
+log = logging.getLogger("seckill.server")
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind once with SO_REUSEADDR only: a port held by anyone (even with
+    SO_REUSEPORT) fails here, while leftover TIME_WAIT sockets do not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def check_redis(url: str, timeout: float) -> None:
+    """Exit early when Redis does not answer; warn when it would lose orders."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+        try:
+            aof = str(next(iter(client.config_get("appendonly").values()), ""))
+        except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot tell
+            aof = ""
+        if aof in ("no", "b'no'"):
+            log.warning(
+                "Redis at %s runs without AOF (appendonly no): a Redis restart loses the "
+                "orders admitted since its last snapshot",
+                redact(url),
+            )
+    except (redis.RedisError, OSError) as exc:
+        raise ServeError(f"cannot reach Redis at {redact(url)}: {exc}") from None
+    finally:
+        client.close()
+
+
+def log_settings(settings: Settings, redis_url: str, generated_token: bool) -> None:
+    """One line with the effective configuration, secrets masked."""
+    shown = {
+        **{k: v for k, v in vars(settings).items() if k not in ("admin_token", "jwt_secret")},
+        "data_dir": str(settings.data_dir),
+        "redis_url": redact(redis_url),
+        "order_sink": redact(settings.sink_url),
+        "admin_token": "generated" if generated_token else "***",
+        "jwt_secret": "***" if settings.jwt_secret else None,
+    }
+    log.info("config %s", " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+
+
+def serve(settings: Settings, out: Callable[[str], None]) -> None:
+    """Run the gateway until a stop signal. Raises ServeError/EmbeddedError on bad starts."""
+    check_port_free(settings.host, settings.port)
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir, settings.redis_server)
+        redis_url = embedded.start()
+    else:
+        redis_url = settings.redis_url
+    try:
+        check_redis(redis_url, settings.redis_timeout)
+        admin_token = settings.admin_token
+        if admin_token is None:
+            admin_token = secrets.token_urlsafe(24)
+            out(f"seckill: generated admin token (shown once): {admin_token}")
+            log.warning("no SECKILL_ADMIN_TOKEN set: a new admin token is generated at every start")
+        log_settings(settings, redis_url, settings.admin_token is None)
+        if settings.auth == "header":
+            log.warning(
+                "--auth header: the X-User-Id header is trusted as the customer's identity; "
+                "run this only behind an edge that authenticates customers and sets it"
+            )
+
+        def announce() -> None:
+            out(
+                f"seckill: serving on http://{settings.host}:{settings.port} "
+                f"({settings.processes} process(es), Redis at {redact(redis_url)})"
+            )
+
+        if settings.processes == 1:
+            uvloop.run(run_app(settings, redis_url, admin_token, announce))
+        else:
+            Supervisor(settings, redis_url, admin_token).run(announce)
+        log.info("stopped")
+    finally:
+        if embedded is not None:
+            embedded.stop()

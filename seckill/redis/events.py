@@ -1,0 +1,91 @@
+"""Cluster-wide events over Redis pub/sub.
+
+Every gateway process listens on one channel for:
+
+- ``{"event": "sale_changed", "sale_id": S}`` — a restock, update or cancel:
+  drop the cached view and the sold-out flag of S;
+- ``{"event": "limits"}`` — the stored limits changed: re-read them.
+
+When the listener's connection drops, anything may have been missed, so on
+every (re)subscribe it calls ``on_subscribed`` (the process forgets all it
+cached and re-reads the limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from seckill.aiotools import reraise_if_cancelling
+from seckill.redis import keys
+
+log = logging.getLogger("seckill.events")
+
+RECONNECT_DELAY = 0.5
+SALE_CHANGED = "sale_changed"
+LIMITS_CHANGED = "limits"
+
+
+async def publish_sale_changed(redis: Redis, sale_id: str) -> None:
+    await redis.publish(
+        keys.EVENTS_CHANNEL, orjson.dumps({"event": SALE_CHANGED, "sale_id": sale_id})
+    )
+
+
+async def publish_limits_changed(redis: Redis) -> None:
+    await redis.publish(keys.EVENTS_CHANNEL, orjson.dumps({"event": LIMITS_CHANGED}))
+
+
+class Listener:
+    """Hands events to this process's callbacks; ``run()`` until cancelled."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        on_sale_changed: Callable[[str], None],
+        on_limits_changed: Callable[[], Awaitable[None]],
+        on_subscribed: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.redis = redis
+        self.on_sale_changed = on_sale_changed
+        self.on_limits_changed = on_limits_changed
+        self.on_subscribed = on_subscribed
+        #: True while subscribed; /readyz reports it.
+        self.subscribed = False
+
+    async def run(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.EVENTS_CHANNEL)
+                await self.on_subscribed()
+                self.subscribed = True
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        await self._handle(message.get("data"))
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                if self.subscribed:
+                    log.warning("event listener lost Redis (%s); reconnecting", exc)
+                self.subscribed = False
+                await asyncio.sleep(RECONNECT_DELAY)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _handle(self, data: object) -> None:
+        try:
+            event = orjson.loads(data)  # type: ignore[arg-type]
+            kind = event.get("event")
+            if kind == SALE_CHANGED:
+                self.on_sale_changed(str(event["sale_id"]))
+            elif kind == LIMITS_CHANGED:
+                await self.on_limits_changed()
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            log.warning("ignoring malformed event %r", data)

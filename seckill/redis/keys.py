@@ -1,0 +1,73 @@
+"""Every Redis key and channel name seckill uses, in one place.
+
+All keys of one sale carry the hash tag ``{sale_id}`` so that every script
+touches a single cluster slot. Order ids start with their sale id
+(``<sale_id>.<token>``), so an order lookup finds its slot from the id alone.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "seckill"
+
+#: pub/sub channel on which processes announce restocks and limit changes.
+EVENTS_CHANNEL = f"{PREFIX}:events"
+#: set of every sale id ever created (the order reader walks it).
+SALES_INDEX = f"{PREFIX}:sales"
+#: hash of the cluster-wide token-bucket limits.
+LIMITS = f"{PREFIX}:limits"
+#: sorted set: live gateway process -> last heartbeat (unix seconds).
+GATEWAYS = f"{PREFIX}:gateways"
+
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+ID_RE = re.compile(rf"^{ID_PATTERN}$")
+#: the random part of an order id: 16 url-safe characters, never a dot.
+ORDER_TOKEN_PATTERN = r"[A-Za-z0-9_-]{16}"
+ORDER_ID_RE = re.compile(rf"^({ID_PATTERN})\.({ORDER_TOKEN_PATTERN})$")
+
+
+def valid_id(value: str) -> bool:
+    """True when *value* is a well-formed user or sale id (docs/API.md §2)."""
+    return ID_RE.match(value) is not None
+
+
+def sale_of_order(order_id: str) -> str | None:
+    """The sale id an order id belongs to, or None when the id is malformed."""
+    m = ORDER_ID_RE.match(order_id)
+    return m.group(1) if m else None
+
+
+def sale(sale_id: str) -> str:
+    """Hash: name, stock_total, stock_left, window, per_user_limit, counters."""
+    return f"{PREFIX}:{{{sale_id}}}:sale"
+
+
+def units(sale_id: str) -> str:
+    """Hash: user id -> units that user holds in the sale (queued or confirmed)."""
+    return f"{PREFIX}:{{{sale_id}}}:units"
+
+
+def idem(sale_id: str, user_id: str, key: str) -> str:
+    """String: the order id an Idempotency-Key of one user maps to (with a TTL)."""
+    return f"{PREFIX}:{{{sale_id}}}:idem:{user_id}:{key}"
+
+
+def order(sale_id: str, order_id: str) -> str:
+    """Hash: order_id, sale_id, user_id, quantity, status, created_at (ms)."""
+    return f"{PREFIX}:{{{sale_id}}}:order:{order_id}"
+
+
+def stream(sale_id: str) -> str:
+    """Stream: the durable queue of admitted orders of the sale."""
+    return f"{PREFIX}:{{{sale_id}}}:orders"
+
+
+def bucket(sale_id: str) -> str:
+    """Hash: the sale's cluster-wide token bucket (tokens, ts)."""
+    return f"{PREFIX}:{{{sale_id}}}:bucket"
+
+
+def user_bucket(sale_id: str, user_id: str) -> str:
+    """Hash: one user's token bucket in the sale."""
+    return f"{PREFIX}:{{{sale_id}}}:ubucket:{user_id}"

@@ -1,0 +1,279 @@
+"""The Lua scripts, loaded once, with typed wrappers.
+
+Each ``lua/*.lua`` file is one script. redis-py's ``Script`` calls it by
+EVALSHA and reloads it on NOSCRIPT (a Redis restart or SCRIPT FLUSH).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from seckill.core.limits import UNLIMITED, Limits
+from seckill.redis import keys
+from seckill.redis.autopipe import AutoPipeline
+
+
+def lua_source(name: str) -> str:
+    """The text of ``lua/<name>.lua``, shipped as the package ``seckill.lua``
+    (pyproject maps the top-level ``lua/`` onto it, for a wheel and an
+    editable install alike)."""
+    return resources.files("seckill.lua").joinpath(f"{name}.lua").read_text()
+
+
+class Admit(IntEnum):
+    """Mirrors the return codes in lua/admit.lua."""
+
+    OK = 0
+    SOLD_OUT = 1
+    LIMIT_REACHED = 2
+    RATE_LIMITED = 3
+    NOT_FOUND = 4
+    NOT_STARTED = 5
+    ENDED = 6
+    BAD_QUANTITY = 7
+    OVERLOADED = 8
+    REPLAY = 9
+
+
+class Cancel(IntEnum):
+    """Mirrors the return codes in lua/cancel.lua."""
+
+    NOT_FOUND = 0
+    CANCELLED = 1
+    NOT_CANCELLABLE = 2
+
+
+class SalePut(IntEnum):
+    """Mirrors the return codes in lua/sale_put.lua."""
+
+    UPDATED = 0
+    CREATED = 1
+    MISSING_STOCK = 2
+    BAD_WINDOW = 3
+    STOCK_CONFLICT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    outcome: Admit
+    order_id: str = ""
+    quantity: int = 0
+    status: str = ""
+    created_at_ms: int = 0
+    #: stock left after an OK; stock left for SOLD_OUT.
+    stock_left: int = -1
+    retry_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SalePutResult:
+    outcome: SalePut
+    sale: dict[str, str]
+    sold: int = 0
+
+
+class _OrderIds:
+    """``<sale_id>.<8 random url-safe chars><8 hex digits>``: a random prefix per
+    process (re-drawn after a fork, and when the counter wraps) and a counter —
+    unique without a syscall per buy. Ids carry their sale (its Redis slot).
+    An id need not be secret: an order is only shown to its own user."""
+
+    def __init__(self) -> None:
+        self._restart()
+        os.register_at_fork(after_in_child=self._restart)
+
+    def _restart(self) -> None:
+        self.prefix = secrets.token_urlsafe(6)
+        self.count = 0
+
+    def next(self, sale_id: str) -> str:
+        self.count += 1
+        if self.count > 0xFFFFFFFF:
+            self._restart()
+            self.count = 1
+        return f"{sale_id}.{self.prefix}{self.count:08x}"
+
+
+new_order_id = _OrderIds().next
+
+
+#: sales whose fixed keys are kept (sale ids come from the URL: bounded)
+MAX_CACHED_SALES = 10_000
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+class Scripts:
+    """The registered scripts of one Redis client.
+
+    With an :class:`AutoPipeline`, admit.lua (the hot path) travels through
+    it; every other script goes through redis-py.
+    """
+
+    def __init__(self, redis: Redis, pipe: AutoPipeline | None = None) -> None:
+        self._redis = redis
+        self._pipe = pipe
+        self._admit: AsyncScript = redis.register_script(lua_source("admit"))
+        self._sale_put: AsyncScript = redis.register_script(lua_source("sale_put"))
+        self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
+        self._release: AsyncScript = redis.register_script(lua_source("release"))
+        self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
+        self._keys: dict[str, tuple[str, str, str, str]] = {}
+        self._rates_of: Limits | None = None
+        self._rate_args = ("", "")
+
+    async def admit(
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int,
+        *,
+        idempotency_key: str | None = None,
+        idempotency_ttl: int = 86_400,
+        limits: Limits = UNLIMITED,
+        max_backlog: int = 0,
+        now_ms: int | None = None,
+    ) -> AdmitResult:
+        order_id = new_order_id(sale_id)
+        sale_key, units_key, stream_key, bucket_key = self._sale_keys(sale_id)
+        rate, per_user_rate = self._rates(limits)
+        reply: list[Any] = await self._run(
+            self._admit,
+            [
+                sale_key,
+                units_key,
+                # KEYS[3] and KEYS[7] are only read when used; otherwise any key
+                # of the sale's slot stands in, and saves building one
+                sale_key
+                if idempotency_key is None
+                else keys.idem(sale_id, user_id, idempotency_key),
+                keys.order(sale_id, order_id),
+                stream_key,
+                bucket_key,
+                sale_key if per_user_rate == "" else keys.user_bucket(sale_id, user_id),
+            ],
+            [
+                user_id,
+                quantity,
+                order_id,
+                "" if idempotency_key is None else "1",
+                idempotency_ttl,
+                "" if now_ms is None else now_ms,
+                rate,
+                limits.burst,
+                per_user_rate,
+                limits.per_user_burst,
+                max_backlog,
+                sale_id,
+            ],
+        )
+        outcome = reply[0]
+        if outcome == Admit.OK:
+            return AdmitResult(Admit.OK, reply[1], quantity, "queued", reply[3], reply[2])
+        outcome = Admit(outcome)
+        if outcome is Admit.REPLAY:
+            return AdmitResult(
+                outcome, _str(reply[1]), int(reply[2]), _str(reply[3]), int(reply[4])
+            )
+        if outcome is Admit.SOLD_OUT:
+            return AdmitResult(outcome, stock_left=int(reply[1]))
+        if outcome is Admit.RATE_LIMITED:
+            return AdmitResult(outcome, retry_after_ms=int(reply[1]))
+        return AdmitResult(outcome)
+
+    def _sale_keys(self, sale_id: str) -> tuple[str, str, str, str]:
+        """The sale's fixed keys (hash, units, stream, bucket), built once per sale."""
+        found = self._keys.get(sale_id)
+        if found is None:
+            if len(self._keys) >= MAX_CACHED_SALES:  # sale ids are client input
+                self._keys.clear()
+            found = self._keys[sale_id] = (
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.stream(sale_id),
+                keys.bucket(sale_id),
+            )
+        return found
+
+    def _rates(self, limits: Limits) -> tuple[str, str]:
+        """The two rates as admit.lua reads them, kept for the current limits."""
+        if limits is not self._rates_of:
+            self._rates_of = limits
+            self._rate_args = (_num(limits.rate), _num(limits.per_user_rate))
+        return self._rate_args
+
+    async def _run(self, script: AsyncScript, key_list: list[str], args: list[Any]) -> Any:
+        """EVALSHA through the auto-pipeline when there is one, else redis-py."""
+        if self._pipe is None:
+            return await script(keys=key_list, args=args)
+        command = ("EVALSHA", script.sha, len(key_list), *key_list, *args)
+        try:
+            return await self._pipe.execute(*command)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # Not run (the server lost its scripts, e.g. a restart): load and send again.
+        await self._redis.script_load(script.script)
+        return await self._pipe.execute(*command)
+
+    async def sale_put(
+        self, sale_id: str, fields: dict[str, Any], *, now_ms: int | None = None
+    ) -> SalePutResult:
+        reply: list[Any] = await self._sale_put(
+            keys=[keys.sale(sale_id)],
+            args=[orjson.dumps(fields), "" if now_ms is None else now_ms, sale_id],
+        )
+        outcome = SalePut(int(reply[0]))
+        if outcome is SalePut.STOCK_CONFLICT:
+            return SalePutResult(outcome, {}, sold=int(reply[1]))
+        flat = [_str(x) for x in reply[1:]]
+        return SalePutResult(outcome, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def confirm(
+        self, sale_id: str, order_id: str, group: str, entry_id: str, *, now_ms: int | None = None
+    ) -> bool:
+        """queued -> confirmed, then XACK. True when the status changed."""
+        changed = await self._run(
+            self._confirm,
+            [keys.order(sale_id, order_id), keys.sale(sale_id), keys.stream(sale_id)],
+            [group, entry_id, "" if now_ms is None else now_ms],
+        )
+        return bool(int(changed))
+
+    async def release(self, sale_id: str, order_id: str, group: str, entry_id: str) -> bool:
+        """queued -> failed with its units back, then XACK. True when the status changed."""
+        changed = await self._run(
+            self._release,
+            [
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.stream(sale_id),
+            ],
+            [group, entry_id],
+        )
+        return bool(int(changed))
+
+    async def cancel(self, sale_id: str, order_id: str) -> tuple[Cancel, dict[str, str]]:
+        """queued|confirmed -> cancelled with its units back; the order hash after."""
+        reply: list[Any] = await self._cancel(
+            keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)]
+        )
+        flat = [_str(x) for x in reply[1:]]
+        return Cancel(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,1 +1,0 @@
-"""HTTP routes: customer (API.md §4), admin (§5), health."""

@@ -1,0 +1,389 @@
+"""The invariants of docs/API.md §6, checked against a sale's state after (or during) a run.
+
+Two ways to look:
+
+- :func:`check_sale` reads Redis directly: the sale hash, every order hash of
+  the sale (SCAN + pipelined HGETALL, so 100k orders take seconds), the units
+  hash, and optionally the SQLite sink. It proves the invariants from the
+  orders themselves, not from the counters that the Lua scripts keep beside
+  them — a counter that drifted from its orders is itself a finding.
+- :func:`admin_checks` sees only ``GET /admin/v1/sales/{id}`` (for a gateway
+  whose Redis is out of reach): it can prove less, and says so.
+
+Each check is a :class:`Check` with the numbers behind its verdict in ``detail``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from redis.asyncio import Redis
+
+from seckill.core.views import ORDER_STATUSES
+from seckill.redis import keys
+from seckill.tools.admin_client import AdminClientError, call
+
+#: statuses whose units count as sold (held by their user).
+HOLDING = ("queued", "confirmed")
+#: keys per SCAN step and per pipelined batch of HGETALLs.
+BATCH = 1000
+#: how many offending ids a detail names before "…".
+SHOWN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+
+
+class CheckError(Exception):
+    """The checks cannot run (no such sale, unreachable, unreadable sink); one line."""
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _some(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN])
+    return shown + (f", … ({len(items)} in all)" if len(items) > SHOWN else "")
+
+
+async def load_orders(redis: Redis, sale_id: str) -> dict[str, dict[str, str]]:
+    """Every order hash of *sale_id*, by order id (from the key, not the hash)."""
+    prefix = keys.order(sale_id, "")
+    pattern = _glob_escape(prefix) + "*"
+    orders: dict[str, dict[str, str]] = {}
+    batch: list[str] = []
+
+    async def fetch(names: list[str]) -> None:
+        pipe = redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        for name, fields in zip(names, await pipe.execute(), strict=True):
+            if fields:  # gone between SCAN and HGETALL: not an order any more
+                orders[name[len(prefix) :]] = fields
+
+    seen: set[str] = set()
+    async for name in redis.scan_iter(match=pattern, count=BATCH):
+        if name in seen:  # SCAN may return a key twice
+            continue
+        seen.add(name)
+        batch.append(name)
+        if len(batch) >= BATCH:
+            await fetch(batch)
+            batch = []
+    if batch:
+        await fetch(batch)
+    return orders
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def check_sale(
+    redis: Redis,
+    sale_id: str,
+    *,
+    sink_url: str | None = None,
+    require_drained: bool = False,
+) -> list[Check]:
+    """Run every check on *sale_id*; CheckError when the sale does not exist."""
+    sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
+    if not sale:
+        raise CheckError(f"no sale {sale_id!r} in Redis")
+    orders = await load_orders(redis, sale_id)
+    units: dict[str, str] = await redis.hgetall(keys.units(sale_id))  # type: ignore[assignment]
+
+    # One pass over the orders; a hash that is not a well-formed order is a
+    # finding of its own (counts_consistent), and is left out of the sums.
+    by_status: Counter[str] = Counter()
+    held: Counter[str] = Counter()
+    sold = 0
+    malformed: list[str] = []
+    for order_id, o in orders.items():
+        status, qty, user = o.get("status"), _int(o.get("quantity")), o.get("user_id")
+        if (
+            status not in ORDER_STATUSES
+            or qty is None
+            or qty < 1
+            or not user
+            or o.get("order_id") != order_id
+            or o.get("sale_id") != sale_id
+        ):
+            malformed.append(order_id)
+            continue
+        by_status[status] += 1
+        if status in HOLDING:
+            sold += qty
+            held[user] += qty
+
+    checks = [
+        _never_oversold(sale, sold, by_status),
+        _per_user_limit(sale, held, units),
+    ]
+    if require_drained:
+        queued = sorted(i for i, o in orders.items() if o.get("status") == "queued")
+        checks.append(_every_order_final(queued, len(orders)))
+    checks.append(_counts_consistent(sale, by_status, malformed))
+    if sink_url is not None:
+        checks.append(await _sink_exactly_once(sink_url, sale_id, orders))
+    return checks
+
+
+def _never_oversold(sale: dict[str, str], sold: int, by_status: Counter[str]) -> Check:
+    total, left = _int(sale.get("stock_total")), _int(sale.get("stock_left"))
+    n = by_status["queued"] + by_status["confirmed"]
+    if total is None or left is None:
+        return Check("never_oversold", False, "the sale hash has no stock_total/stock_left")
+    facts = f"stock_total {total}, stock_left {left}; {n} queued|confirmed orders hold {sold} units"
+    if left < 0:
+        return Check("never_oversold", False, f"stock_left {left} < 0 ({facts})")
+    if sold != total - left:
+        return Check(
+            "never_oversold",
+            False,
+            f"orders hold {sold} units but stock_total − stock_left = {total - left} ({facts})",
+        )
+    return Check("never_oversold", True, facts)
+
+
+def _per_user_limit(sale: dict[str, str], held: Counter[str], units: dict[str, str]) -> Check:
+    limit = _int(sale.get("per_user_limit"))
+    if limit is None:
+        return Check("per_user_limit", False, "the sale hash has no per_user_limit")
+    over = sorted(u for u, n in held.items() if n > limit)
+    # The units hash is what admit.lua decides by; cancel/release delete an
+    # entry that reaches 0, so absent and "0" both mean nothing held.
+    recorded = {u: n for u, n in ((u, _int(v)) for u, v in units.items()) if n != 0}
+    disagree = sorted(u for u in set(recorded) | set(held) if recorded.get(u) != held.get(u))
+    most = max(held.values(), default=0)
+    facts = f"per_user_limit {limit}; {len(held)} users hold units, the most {most}"
+    problems = []
+    if over:
+        problems.append(
+            f"{len(over)} user(s) over the limit: " + _some([f"{u} holds {held[u]}" for u in over])
+        )
+    if disagree:
+        problems.append(
+            f"units hash disagrees with the orders for {len(disagree)} user(s): "
+            + _some([f"{u} hash {recorded.get(u, 0)} orders {held.get(u, 0)}" for u in disagree])
+        )
+    if problems:
+        return Check("per_user_limit", False, "; ".join(problems) + f" ({facts})")
+    return Check("per_user_limit", True, f"{facts}; units hash agrees")
+
+
+def _every_order_final(queued: list[str], n_orders: int) -> Check:
+    if queued:
+        return Check(
+            "every_order_final",
+            False,
+            f"{len(queued)} of {n_orders} orders still queued: {_some(queued)}",
+        )
+    return Check("every_order_final", True, f"none of {n_orders} orders queued")
+
+
+def _counts_consistent(
+    sale: dict[str, str], by_status: Counter[str], malformed: list[str]
+) -> Check:
+    mismatches = []
+    for status in ORDER_STATUSES:
+        counter = _int(sale.get(f"n_{status}")) or 0
+        if counter != by_status[status]:
+            mismatches.append(f"n_{status} {counter} ≠ {by_status[status]} {status} orders")
+    if malformed:
+        mismatches.append(f"{len(malformed)} malformed order hash(es): {_some(sorted(malformed))}")
+    counts = ", ".join(f"{s} {by_status[s]}" for s in ORDER_STATUSES)
+    if mismatches:
+        return Check("counts_consistent", False, "; ".join(mismatches) + f" (orders: {counts})")
+    return Check("counts_consistent", True, counts)
+
+
+def sqlite_path(sink_url: str) -> Path:
+    """The file of a ``sqlite:///PATH`` URL (the gateway's own convention)."""
+    if not sink_url.lower().startswith("sqlite:///") or len(sink_url) == len("sqlite:///"):
+        raise CheckError(f"the sink to check must be sqlite:///PATH, got {sink_url!r}")
+    return Path(sink_url[len("sqlite:///") :])
+
+
+def read_sink(path: Path, sale_id: str) -> list[tuple[str, str, str, int]]:
+    """(order_id, sale_id, user_id, quantity) of every row of the sale, read-only."""
+    if not path.is_file():
+        raise CheckError(f"no SQLite sink at {path}")
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise CheckError(f"cannot open the SQLite sink {path}: {exc}") from None
+    try:
+        # Rows of this sale by either column: a row whose order id names the
+        # sale but whose sale_id does not is still this sale's (and suspect).
+        rows = db.execute(
+            "SELECT order_id, sale_id, user_id, quantity FROM orders"
+            " WHERE sale_id = ? OR substr(order_id, 1, ?) = ?",
+            (sale_id, len(sale_id) + 1, sale_id + "."),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise CheckError(f"cannot read table orders of {path}: {exc}") from None
+    finally:
+        db.close()
+    return [(str(a), str(b), str(c), int(d)) for a, b, c, d in rows]
+
+
+async def _sink_exactly_once(
+    sink_url: str, sale_id: str, orders: dict[str, dict[str, str]]
+) -> Check:
+    path = sqlite_path(sink_url)
+    rows = await asyncio.to_thread(read_sink, path, sale_id)
+    copies = Counter(r[0] for r in rows)
+    confirmed = {i for i, o in orders.items() if o.get("status") == "confirmed"}
+    missing = sorted(confirmed - set(copies))
+    twice = sorted(i for i, n in copies.items() if n > 1)
+    unknown = sorted(i for i in copies if i not in orders)
+    status_of = {i: orders[i].get("status") for i in copies if i in orders}
+    # A failed order's stock went back and may be sold again: the sink must not have it.
+    failed = sorted(i for i, s in status_of.items() if s == "failed")
+    wrong = sorted(
+        {
+            r[0]
+            for r in rows
+            if r[0] in orders
+            and (r[1], r[2], str(r[3]))
+            != (sale_id, orders[r[0]].get("user_id"), orders[r[0]].get("quantity"))
+        }
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} confirmed order(s) missing: {_some(missing)}")
+    if twice:
+        problems.append(f"{len(twice)} order(s) more than once: {_some(twice)}")
+    if unknown:
+        problems.append(f"{len(unknown)} row(s) unknown to Redis: {_some(unknown)}")
+    if failed:
+        problems.append(f"{len(failed)} failed order(s) in the sink: {_some(failed)}")
+    if wrong:
+        problems.append(f"{len(wrong)} row(s) disagree with their order: {_some(wrong)}")
+    facts = f"{len(confirmed)} confirmed orders, {len(rows)} sink rows ({path})"
+    # Not failures: cancelled after confirmation (cancel does not notify the
+    # sink), or written but not yet confirmed (the confirm follows the write).
+    notes = [
+        f"{n} {s} order(s) also in the sink"
+        for s in ("cancelled", "queued")
+        if (n := sum(1 for v in status_of.values() if v == s))
+    ]
+    if notes:
+        facts += "; " + ", ".join(notes)
+    if problems:
+        return Check("sink_exactly_once", False, "; ".join(problems) + f" ({facts})")
+    return Check("sink_exactly_once", True, facts)
+
+
+ADMIN_ONLY_NOTE = (
+    "admin API only: never_oversold, per_user_limit, counts_consistent and "
+    "sink_exactly_once need --redis-url"
+)
+
+
+def fetch_admin_view(url: str, token: str, sale_id: str, timeout: float = 10) -> dict[str, Any]:
+    """``GET /admin/v1/sales/{sale_id}``; CheckError when it cannot be had."""
+    try:
+        _, view = call(
+            url, token, "GET", f"/admin/v1/sales/{quote(sale_id, safe='')}", None, timeout
+        )
+    except AdminClientError as exc:
+        raise CheckError(str(exc)) from None
+    if not isinstance(view, dict) or not isinstance(view.get("orders"), dict):
+        raise CheckError(f"{url} did not answer with an admin sale view")
+    return view
+
+
+def admin_checks(view: dict[str, Any], *, require_drained: bool = False) -> list[Check]:
+    """What the admin view alone can prove (counters, as the gateway reports them)."""
+    try:
+        total, left = int(view["stock_total"]), int(view["stock_left"])
+        limit = int(view["per_user_limit"])
+        counts = {s: int(view["orders"][s]) for s in ORDER_STATUSES}
+        backlog = int(view["backlog"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckError(f"the admin sale view lacks a field: {exc}") from None
+    held = counts["queued"] + counts["confirmed"]
+    sold = total - left
+    checks = [
+        Check(
+            "stock_left_nonnegative",
+            left >= 0,
+            f"stock_left {left} of stock_total {total}",
+        ),
+    ]
+    # Every order holds 1..per_user_limit units, so the holding orders bound
+    # the units sold; with a limit of 1 they must equal them.
+    low, high = held, held * limit
+    checks.append(
+        Check(
+            "sold_matches_orders",
+            low <= sold <= high,
+            f"stock_total − stock_left = {sold}; {held} queued|confirmed orders of 1.."
+            f"{limit} units each allow {low}..{high}",
+        )
+    )
+    negative = [f"{s} {n}" for s, n in counts.items() if n < 0]
+    checks.append(
+        Check(
+            "counts_nonnegative",
+            not negative and backlog >= 0,
+            ", ".join(f"{s} {n}" for s, n in counts.items()) + f", backlog {backlog}",
+        )
+    )
+    checks.append(
+        Check(
+            "backlog_matches_queued",
+            backlog == counts["queued"],
+            f"backlog {backlog}, queued {counts['queued']}",
+        )
+    )
+    if require_drained:
+        checks.append(
+            Check(
+                "every_order_final",
+                counts["queued"] == 0 and backlog == 0,
+                f"queued {counts['queued']}, backlog {backlog}",
+            )
+        )
+    return checks
+
+
+def drained(sale: dict[str, Any]) -> bool:
+    """True when a sale hash (or admin view) shows no undelivered order."""
+    if "orders" in sale:  # an admin view
+        return int(sale["orders"]["queued"]) == 0 and int(sale["backlog"]) == 0
+    return int(sale.get("n_queued") or 0) == 0
+
+
+async def wait_drained(redis: Redis, sale_id: str, seconds: float, poll: float = 0.05) -> bool:
+    """Poll the sale hash until its backlog (n_queued) is 0, at most *seconds*; True if
+    it got there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
+        if sale and drained(sale):
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(poll)

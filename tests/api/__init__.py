@@ -1,0 +1,1 @@
+"""The HTTP API through pytest-aiohttp's client, against a real Redis."""

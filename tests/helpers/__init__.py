@@ -1,0 +1,1 @@
+"""Helpers for the tests (not tests): the HTTP app, gateways, servers."""

@@ -1,0 +1,44 @@
+"""What the API tests share: the admin token, the view fields, times, the app, a sale."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from seckill.http.app import create_app
+from seckill.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+#: the fields of the public sale view (docs/API.md §4) and of the admin view (§5)
+PUBLIC_FIELDS = {
+    "sale_id",
+    "name",
+    "status",
+    "stock_total",
+    "stock_left",
+    "starts_at",
+    "ends_at",
+    "per_user_limit",
+}
+ADMIN_FIELDS = PUBLIC_FIELDS | {"orders", "backlog"}
+
+
+def at(seconds_from_now: float) -> str:
+    """An RFC 3339 UTC timestamp *seconds_from_now* away (negative = past)."""
+    dt = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_app(settings: Settings) -> web.Application:
+    assert settings.redis_url is not None
+    return create_app(settings, settings.redis_url, ADMIN_TOKEN)
+
+
+async def create_sale(client: TestClient, sale_id: str = "s1", **fields: object) -> dict:  # type: ignore[type-arg]
+    body = {"stock": 10, **fields}
+    resp = await client.put(f"/admin/v1/sales/{sale_id}", json=body, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()  # type: ignore[no-any-return]

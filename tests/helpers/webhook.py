@@ -1,0 +1,70 @@
+"""A real local HTTP server to act as the shop's webhook in tests.
+
+It records every delivery (raw count and distinct order ids by
+Idempotency-Key), the highest number of deliveries in flight at once, and
+answers as told: ``fail`` = 500, ``delay`` = seconds before answering,
+``gate`` = an Event every delivery waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from seckill.process.procs import free_port
+
+
+class Webhook:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/orders"
+        self.raw = 0
+        self.by_key: Counter[str] = Counter()
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fail = False
+        self.delay = 0.0
+        self.gate: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)  # the slow shop backend being simulated
+            self.raw += 1
+            if self.fail:
+                return web.json_response({"error": "down"}, status=500)
+            key = request.headers["Idempotency-Key"]
+            body = await request.json()
+            assert body["order_id"] == key
+            self.by_key[key] += 1
+            self.bodies[key] = body
+            return web.json_response({"ok": True})
+        finally:
+            self.in_flight -= 1
+
+    @property
+    def delivered(self) -> set[str]:
+        return set(self.by_key)
+
+    async def start(self) -> Webhook:
+        app = web.Application()
+        app.router.add_post("/orders", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,1 @@
+"""The load test and the benchmark, run for real."""

@@ -1,0 +1,181 @@
+"""``make bench`` (docs/API.md §8): wrk's output, buy.lua's user ids, and a smoke run.
+
+The end-to-end test runs ``python -m loadtest.bench`` for real (BENCH_QUICK=1:
+1 s warm-up, 1 s run) against the yardstick and a ``seckill serve`` it starts.
+Without ``wrk`` on PATH those tests skip, or fail when ``CI`` is set (.ci/run
+installs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from loadtest.bench import LINE_RE, BenchError, Measurement, WrkResult, parse_wrk_output
+
+pytestmark = pytest.mark.multiprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+BUY_LUA = ROOT / "loadtest" / "wrk" / "buy.lua"
+
+FAKE_WRK = """\
+Running 1s test @ http://127.0.0.1:40123
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.99ms    1.39ms  24.44ms   86.76%
+    Req/Sec    17.11k     4.41k   23.67k    55.00%
+  Latency Distribution
+     50%    1.61ms
+     75%    2.19ms
+     90%    3.59ms
+     99%    6.61ms
+  34130 requests in 1.00s, 9.18MB read
+  Non-2xx or 3xx responses: 120
+Requests/sec:  34113.48
+Transfer/sec:      9.17MB
+WRK_JSON {"requests":34130,"duration_us":1000500,"bytes":9624660,\
+"latency_us":{"min":147,"mean":1988.1,"stdev":1392.3,"max":24439,\
+"p50":1605,"p90":3589,"p99":6609,"p999":17241},\
+"errors":{"connect":0,"read":2,"write":0,"timeout":1,"status":120},"threads":2}
+"""
+
+
+@pytest.fixture
+def wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("wrk is not installed (apt-get install -y wrk); CI must have it")
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    return path
+
+
+def test_parse_wrk_output() -> None:
+    result = parse_wrk_output(FAKE_WRK)
+    assert result.requests == 34130
+    assert result.duration_s == pytest.approx(1.0005)
+    assert result.rps == pytest.approx(34113, abs=1)
+    assert result.ms("p50") == pytest.approx(1.605)
+    assert result.ms("p99") == pytest.approx(6.609)
+    assert result.socket_errors == 3
+    assert result.non2xx == 120
+    assert result.ok == 34130 - 120
+
+
+def test_parse_wrk_output_without_the_json_line() -> None:
+    with pytest.raises(BenchError, match="no WRK_JSON line"):
+        parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_bench_line_format() -> None:
+    result = parse_wrk_output(FAKE_WRK)
+    m = Measurement("admit", 2, 256, result, 0.5, [], [], {"total": 0}, {}, 0.0)
+    m.ratio_to_bare = 0.6123
+    assert m.line() == "bench admit-2p-c256 rps=34113 p50_ms=1.60 p99_ms=6.61 ratio_to_bare=0.61"
+    assert LINE_RE.match(m.line())
+
+
+async def _wrk_against_counter(wrk: str, users: int) -> tuple[Counter[str], WrkResult]:
+    """wrk + buy.lua for 1 s against a server that counts X-User-Id."""
+    seen: Counter[str] = Counter()
+
+    async def buy(request: web.Request) -> web.Response:
+        seen[request.headers["X-User-Id"]] += 1
+        return web.Response(status=202 if request.match_info["sale"] == "s1" else 409)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/sales/{sale}/orders", buy)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            wrk, "-t2", "-c8", "-d1s", "-s", str(BUY_LUA), f"http://127.0.0.1:{server.port}",
+            "--", "/api/v1/sales/s1/orders", str(users), "2", "t",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        await server.close()
+    return seen, parse_wrk_output(out.decode())
+
+
+async def test_buy_lua_gives_every_request_its_own_user(wrk: str) -> None:
+    seen, result = await _wrk_against_counter(wrk, users=0)
+    assert result.requests > 100
+    assert result.non2xx == 0
+    assert max(seen.values()) == 1, "a user id was sent twice"
+    # both threads' sequences: t0, t2, t4 … and t1, t3, t5 … (wrk calls
+    # request() once to check the script, so t0 itself may be skipped)
+    assert {"t1", "t2", "t3", "t4"} <= set(seen)
+    # wrk does not count the answers still in flight when it stops
+    assert result.requests <= sum(seen.values()) <= result.requests + 8
+
+
+async def test_buy_lua_cycles_through_a_user_population(wrk: str) -> None:
+    seen, result = await _wrk_against_counter(wrk, users=50)
+    assert set(seen) == {f"t{n}" for n in range(50)}
+    assert result.requests > 100
+
+
+def test_bench_without_wrk_is_one_clear_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # no wrk there
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--out-dir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "wrk is not installed" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_end_to_end(wrk: str, tmp_path: Path) -> None:
+    env = {**os.environ, "BENCH_QUICK": "1"}
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest.bench", "--scenarios", "bare,sold_out",
+            "--processes", "1", "--connections", "64", "--out-dir", str(tmp_path),
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("bench ")]
+    assert [line.split()[1] for line in lines] == ["bare-1p-c64", "sold_out-1p-c64"], done.stdout
+    for line in lines:
+        assert LINE_RE.match(line), line
+    assert lines[0].endswith("ratio_to_bare=1.00")
+    # The §8 lines are the last thing printed.
+    assert done.stdout.rstrip().splitlines()[-2:] == lines
+
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["lines"] == lines
+    assert list(tmp_path.glob("bench-*.json"))
+    assert (tmp_path / "latest.md").read_text().count("\n| ") == 3
+    machine = report["machine"]
+    assert machine["nproc"] >= 1 and machine["python"] and "cpu_model" in machine
+    bare, sold_out = report["results"]
+    assert bare["errors"]["total"] == 0 and bare["non2xx"] == 0
+    assert sold_out["errors"]["total"] == 0
+    # every answer of the sold-out sale was a refusal, and the gateway says why
+    assert sold_out["non2xx"] == sold_out["requests"] > 0
+    assert sold_out["server_admitted"] == 0
+    assert sold_out["probe"] == {"409 sold_out": 5}
+    assert report["problems"] == []
+    # peak RSS of every process it started, and RSS at the start and end of each run
+    gateway = report["services"]["gateway-1p"]
+    assert {row["role"] for row in gateway["peak_rss_kb"]} == {"worker", "redis"}
+    assert all(row["hwm_kb"] > 0 for row in gateway["peak_rss_kb"])
+    assert sold_out["rss_start"] and sold_out["rss_end"]
+    assert report["services"]["bare-1p"]["exit_code"] == 0
+    assert gateway["exit_code"] == 0

@@ -1,0 +1,1 @@
+"""The Lua scripts called directly against a real Redis."""

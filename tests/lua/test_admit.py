@@ -1,0 +1,241 @@
+"""lua/admit.lua and lua/sale_put.lua called directly against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from redis.asyncio import Redis
+
+from seckill.core.limits import Limits
+from seckill.redis import keys
+from seckill.redis.scripts import Admit, SalePut, Scripts, lua_source
+
+T0 = 1_700_000_000_000  # a fixed "now" (2023) in ms for deterministic windows
+
+
+@pytest.fixture
+def scripts(redis: Redis) -> Scripts:
+    return Scripts(redis)
+
+
+async def make_sale(scripts: Scripts, sale_id: str = "s", **fields: object) -> dict[str, str]:
+    result = await scripts.sale_put(sale_id, {"stock": 10, **fields}, now_ms=T0)
+    assert result.outcome is SalePut.CREATED
+    return result.sale
+
+
+async def test_ok_writes_order_stream_and_counters(scripts: Scripts, redis: Redis) -> None:
+    await make_sale(scripts, stock=5)
+    r = await scripts.admit("s", "alice", 1, now_ms=T0)
+    assert r.outcome is Admit.OK
+    assert r.stock_left == 4
+    assert r.order_id.startswith("s.") and keys.sale_of_order(r.order_id) == "s"
+    order = await redis.hgetall(keys.order("s", r.order_id))
+    assert order == {
+        "order_id": r.order_id,
+        "sale_id": "s",
+        "user_id": "alice",
+        "quantity": "1",
+        "status": "queued",
+        "created_at": str(T0),
+    }
+    entries = await redis.xrange(keys.stream("s"))
+    assert [e[1] for e in entries] == [
+        {"order_id": r.order_id, "user_id": "alice", "quantity": "1", "created_at": str(T0)}
+    ]
+    assert await redis.hget(keys.units("s"), "alice") == "1"
+    sale = await redis.hgetall(keys.sale("s"))
+    assert (sale["stock_left"], sale["n_queued"]) == ("4", "1")
+    assert "backlog" not in sale  # the backlog is n_queued, not a field of its own
+
+
+async def test_not_found(scripts: Scripts) -> None:
+    assert (await scripts.admit("nope", "alice", 1)).outcome is Admit.NOT_FOUND
+
+
+async def test_window(scripts: Scripts) -> None:
+    await make_sale(scripts, starts_at=T0 + 1000, ends_at=T0 + 2000)
+    assert (await scripts.admit("s", "u", 1, now_ms=T0 + 999)).outcome is Admit.NOT_STARTED
+    assert (await scripts.admit("s", "u", 1, now_ms=T0 + 1000)).outcome is Admit.OK
+    assert (await scripts.admit("s", "v", 1, now_ms=T0 + 2000)).outcome is Admit.ENDED
+
+
+async def test_window_uses_redis_time(scripts: Scripts) -> None:
+    await make_sale(scripts, starts_at=T0 * 2)  # far in the future by the server's clock
+    assert (await scripts.admit("s", "u", 1)).outcome is Admit.NOT_STARTED
+
+
+async def test_quantity_and_per_user_limit(scripts: Scripts, redis: Redis) -> None:
+    await make_sale(scripts, stock=100, per_user_limit=3)
+    assert (await scripts.admit("s", "u", 4, now_ms=T0)).outcome is Admit.BAD_QUANTITY
+    assert (await scripts.admit("s", "u", 2, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "u", 2, now_ms=T0)).outcome is Admit.LIMIT_REACHED
+    assert (await scripts.admit("s", "u", 1, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "u", 1, now_ms=T0)).outcome is Admit.LIMIT_REACHED
+    assert await redis.hget(keys.units("s"), "u") == "3"
+    assert await redis.hget(keys.sale("s"), "stock_left") == "97"
+
+
+async def test_sold_out_keeps_partial_stock(scripts: Scripts) -> None:
+    await make_sale(scripts, stock=2, per_user_limit=3)
+    r = await scripts.admit("s", "u", 3, now_ms=T0)
+    assert (r.outcome, r.stock_left) == (Admit.SOLD_OUT, 2)
+    assert (await scripts.admit("s", "u", 2, now_ms=T0)).stock_left == 0
+    r = await scripts.admit("s", "v", 1, now_ms=T0)
+    assert (r.outcome, r.stock_left) == (Admit.SOLD_OUT, 0)
+
+
+async def test_idempotency_replay(scripts: Scripts, redis: Redis) -> None:
+    await make_sale(scripts, stock=5, per_user_limit=2)
+    first = await scripts.admit("s", "u", 1, idempotency_key="k1", now_ms=T0)
+    again = await scripts.admit("s", "u", 1, idempotency_key="k1", now_ms=T0)
+    assert again.outcome is Admit.REPLAY
+    assert (again.order_id, again.quantity, again.status) == (first.order_id, 1, "queued")
+    other_user = await scripts.admit("s", "v", 1, idempotency_key="k1", now_ms=T0)
+    assert other_user.outcome is Admit.OK and other_user.order_id != first.order_id
+    assert await redis.xlen(keys.stream("s")) == 2
+    assert 0 < await redis.ttl(keys.idem("s", "u", "k1")) <= 86_400
+
+
+async def test_overloaded_when_backlog_at_bound(scripts: Scripts) -> None:
+    await make_sale(scripts, stock=10)
+    assert (await scripts.admit("s", "a", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "b", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "c", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OVERLOADED
+    assert (await scripts.admit("s", "c", 1, max_backlog=0, now_ms=T0)).outcome is Admit.OK
+
+
+async def test_a_stale_backlog_field_of_an_older_version_is_ignored(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """The bound applies to n_queued; a "backlog" field left in the hash is neither
+    read nor written."""
+    await make_sale(scripts, stock=10)
+    await redis.hset(keys.sale("s"), "backlog", 7)  # an old-style hash, out of step
+    assert (await scripts.admit("s", "a", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "b", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OK
+    assert (await scripts.admit("s", "c", 1, max_backlog=2, now_ms=T0)).outcome is Admit.OVERLOADED
+    sale = await redis.hgetall(keys.sale("s"))
+    assert (sale["stock_left"], sale["n_queued"], sale["backlog"]) == ("8", "2", "7")
+    # The OVERLOADED reply carries n_queued, not the stale field.
+    reply = await redis.eval(
+        lua_source("admit"),
+        7,
+        *(keys.sale("s"), keys.units("s"), "i", keys.order("s", "s.x"), keys.stream("s")),
+        *(keys.bucket("s"), keys.user_bucket("s", "c")),
+        *("c", 1, "s.x", "", 86_400, T0, "", 0, "", 0, 2, "s"),
+    )
+    assert reply == [Admit.OVERLOADED, 2]
+
+
+async def test_rate_limited_returns_refill_time(scripts: Scripts) -> None:
+    await make_sale(scripts, stock=100)
+    limits = Limits(rate=2.0, burst=1)
+    assert (await scripts.admit("s", "a", 1, limits=limits, now_ms=T0)).outcome is Admit.OK
+    r = await scripts.admit("s", "b", 1, limits=limits, now_ms=T0 + 100)
+    assert (r.outcome, r.retry_after_ms) == (Admit.RATE_LIMITED, 400)
+    assert (await scripts.admit("s", "b", 1, limits=limits, now_ms=T0 + 500)).outcome is Admit.OK
+
+
+async def test_concurrent_crowd_sells_exactly_the_stock(scripts: Scripts, redis: Redis) -> None:
+    """1,000 concurrent admits from 300 users against stock 100, one per user."""
+    await make_sale(scripts, stock=100, per_user_limit=1)
+    users = [f"user{i % 300}" for i in range(1000)]
+    results = await asyncio.gather(*(scripts.admit("s", u, 1) for u in users))
+    admitted = [u for u, r in zip(users, results, strict=True) if r.outcome is Admit.OK]
+    assert len(admitted) == 100
+    assert len(set(admitted)) == 100
+    assert {r.outcome for r in results} <= {Admit.OK, Admit.SOLD_OUT, Admit.LIMIT_REACHED}
+    assert await redis.xlen(keys.stream("s")) == 100
+    assert await redis.hget(keys.sale("s"), "stock_left") == "0"
+    units = await redis.hgetall(keys.units("s"))
+    assert sorted(units) == sorted(admitted) and set(units.values()) == {"1"}
+
+
+async def test_concurrent_burst_keeps_stock_left_and_n_queued_in_step(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """500 concurrent admits of distinct users against stock 150: the one HSET of
+    stock_left and n_queued stays exact."""
+    await make_sale(scripts, stock=150, per_user_limit=1)
+    results = await asyncio.gather(*(scripts.admit("s", f"u{i}", 1) for i in range(500)))
+    ok = [r for r in results if r.outcome is Admit.OK]
+    assert len(ok) == 150
+    assert {r.outcome for r in results} == {Admit.OK, Admit.SOLD_OUT}
+    # every admission saw its own, exact stock_left
+    assert sorted(r.stock_left for r in ok) == list(range(150))
+    sale = await redis.hgetall(keys.sale("s"))
+    assert (sale["stock_left"], sale["n_queued"]) == ("0", "150")
+    assert "backlog" not in sale
+    assert await redis.xlen(keys.stream("s")) == 150
+
+
+async def test_concurrent_multi_unit_never_oversells(scripts: Scripts, redis: Redis) -> None:
+    await make_sale(scripts, stock=100, per_user_limit=3)
+    calls = [(f"u{i % 80}", 1 + i % 3) for i in range(600)]
+    results = await asyncio.gather(*(scripts.admit("s", u, q) for u, q in calls))
+    held: Counter[str] = Counter()
+    for (user, qty), r in zip(calls, results, strict=True):
+        if r.outcome is Admit.OK:
+            held[user] += qty
+    assert sum(held.values()) == 100 - int(await redis.hget(keys.sale("s"), "stock_left"))
+    assert int(await redis.hget(keys.sale("s"), "stock_left")) >= 0
+    assert max(held.values()) <= 3
+    assert {u: str(n) for u, n in held.items()} == await redis.hgetall(keys.units("s"))
+
+
+async def test_idempotency_race_makes_one_order(scripts: Scripts, redis: Redis) -> None:
+    await make_sale(scripts, stock=100, per_user_limit=5)
+    results = await asyncio.gather(
+        *(scripts.admit("s", "u", 1, idempotency_key="same") for _ in range(50))
+    )
+    outcomes = Counter(r.outcome for r in results)
+    assert outcomes == {Admit.OK: 1, Admit.REPLAY: 49}
+    assert len({r.order_id for r in results}) == 1
+    assert await redis.xlen(keys.stream("s")) == 1
+
+
+async def test_noscript_reloads(scripts: Scripts, redis: Redis) -> None:
+    await make_sale(scripts)
+    await redis.script_flush()
+    assert (await scripts.admit("s", "u", 1)).outcome is Admit.OK
+
+
+# -- sale_put.lua ----------------------------------------------------------------
+
+
+async def test_sale_put_defaults_and_update(scripts: Scripts) -> None:
+    sale = await make_sale(scripts, stock=10)
+    assert sale["name"] == "s" and sale["per_user_limit"] == "1"
+    assert sale["starts_at"] == str(T0) and sale["ends_at"] == ""
+    r = await scripts.sale_put("s", {"name": "Big sale"}, now_ms=T0 + 1)
+    assert r.outcome is SalePut.UPDATED
+    assert (r.sale["name"], r.sale["stock_total"], r.sale["starts_at"]) == (
+        "Big sale",
+        "10",
+        str(T0),
+    )
+
+
+async def test_sale_put_stock_moves_by_difference(scripts: Scripts) -> None:
+    await make_sale(scripts, stock=10)
+    for user in "abc":
+        await scripts.admit("s", user, 1, now_ms=T0)
+    r = await scripts.sale_put("s", {"stock": 20})
+    assert (r.sale["stock_total"], r.sale["stock_left"]) == ("20", "17")
+    r = await scripts.sale_put("s", {"stock": 3})
+    assert (r.sale["stock_total"], r.sale["stock_left"]) == ("3", "0")
+    r = await scripts.sale_put("s", {"stock": 2})
+    assert (r.outcome, r.sold) == (SalePut.STOCK_CONFLICT, 3)
+
+
+async def test_sale_put_refusals(scripts: Scripts) -> None:
+    assert (await scripts.sale_put("s", {"name": "x"})).outcome is SalePut.MISSING_STOCK
+    r = await scripts.sale_put("s", {"stock": 1, "starts_at": T0, "ends_at": T0})
+    assert r.outcome is SalePut.BAD_WINDOW
+    await make_sale(scripts, starts_at=T0)
+    assert (await scripts.sale_put("s", {"ends_at": T0 - 1})).outcome is SalePut.BAD_WINDOW
+    r = await scripts.sale_put("s", {"ends_at": None, "starts_at": None}, now_ms=T0 + 5)
+    assert (r.sale["starts_at"], r.sale["ends_at"]) == (str(T0 + 5), "")

@@ -1,0 +1,1 @@
+"""The order pipeline and its sinks, against real backends."""

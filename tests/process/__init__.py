@@ -1,0 +1,1 @@
+"""Real `seckill serve` processes: start, stop, kill, several processes."""

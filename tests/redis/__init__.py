@@ -1,0 +1,1 @@
+"""The Redis layer: the auto-pipeline, against a real server."""

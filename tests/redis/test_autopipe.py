@@ -1,0 +1,163 @@
+"""The auto-pipelined hot path: same answers as the pooled client, errors stay
+with their own caller, timeouts and lost connections fail fast."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import uvloop
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from seckill.process.embedded import EmbeddedRedis
+from seckill.redis import keys
+from seckill.redis.autopipe import AutoPipeline, encode
+from seckill.redis.client import close_redis, make_redis
+from seckill.redis.scripts import Admit, Scripts
+from seckill.settings import Settings
+from tests.helpers.gateway import until
+
+
+@pytest.fixture
+async def pipe(redis: Redis, redis_url: str) -> AutoPipeline:
+    p = AutoPipeline(redis_url, timeout=2.0)
+    yield p  # type: ignore[misc]
+    await p.aclose()
+
+
+def test_encode() -> None:
+    assert encode(("SET", "k", 12, b"\x00v", 1.5, "")) == (
+        b"*6\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$2\r\n\x00v\r\n$3\r\n1.5\r\n$0\r\n\r\n"
+    )
+
+
+async def burst(scripts: Scripts, sale: str) -> Counter[Admit]:
+    await scripts.sale_put(sale, {"stock": 100, "per_user_limit": 1})
+    users = [f"user{i % 300}" for i in range(1000)]
+    results = await asyncio.gather(*(scripts.admit(sale, u, 1) for u in users))
+    return Counter(r.outcome for r in results)
+
+
+async def test_pipelined_admits_match_single_admits(redis: Redis, pipe: AutoPipeline) -> None:
+    """The same concurrent crowd through both clients: the same sale outcome."""
+    pooled = await burst(Scripts(redis), "pooled")
+    pipelined = await burst(Scripts(redis, pipe), "piped")
+    assert pooled[Admit.OK] == pipelined[Admit.OK] == 100
+    # which refusal a loser gets (sold_out or limit_reached) depends on arrival order
+    assert set(pooled) == set(pipelined) == {Admit.OK, Admit.SOLD_OUT, Admit.LIMIT_REACHED}
+    assert sum(pipelined.values()) == 1000
+    assert await redis.xlen(keys.stream("piped")) == 100
+    assert await redis.hget(keys.sale("piped"), "stock_left") == "0"
+    assert len(await redis.hgetall(keys.units("piped"))) == 100
+
+
+async def test_an_error_fails_only_its_own_call(redis: Redis, pipe: AutoPipeline) -> None:
+    await redis.set("text", "x")
+    calls = [pipe.execute("INCR", f"n{i}") for i in range(50)]
+    calls.insert(25, pipe.execute("INCR", "text"))  # WRONGTYPE-ish: not an integer
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(errors) == 1 and isinstance(errors[0], ResponseError)
+    assert results[25] is errors[0]
+    assert [r for r in results if not isinstance(r, Exception)] == [1] * 50
+    assert await pipe.execute("PING") == "PONG"  # still in step
+
+
+async def test_noscript_is_reloaded(redis: Redis, pipe: AutoPipeline) -> None:
+    scripts = Scripts(redis, pipe)
+    await scripts.sale_put("s", {"stock": 5})
+    await redis.script_flush()
+    results = await asyncio.gather(*(scripts.admit("s", f"u{i}", 1) for i in range(10)))
+    assert Counter(r.outcome for r in results) == {Admit.OK: 5, Admit.SOLD_OUT: 5}
+
+
+async def test_lost_connection_fails_waiters_and_reconnects(
+    redis: Redis, pipe: AutoPipeline
+) -> None:
+    assert await pipe.execute("PING") == "PONG"
+    blocked = asyncio.ensure_future(pipe.execute("BLPOP", "nothing", 5))
+
+    async def blocked_client() -> str | None:
+        clients = await redis.client_list()
+        return next((c["id"] for c in clients if c.get("cmd") == "blpop"), None)
+
+    await until(blocked_client, 5, "the BLPOP to reach Redis")
+    await redis.client_kill_filter(_id=await blocked_client())
+    with pytest.raises(ConnectionError):
+        await blocked
+    assert await pipe.execute("PING") == "PONG"  # a new connection
+
+
+async def test_db_from_the_url(redis: Redis, redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    pipe = AutoPipeline(f"{base}/3", timeout=2.0)
+    try:
+        await pipe.execute("SET", "in-db-3", "yes")
+    finally:
+        await pipe.aclose()
+    other = make_redis(f"{base}/3", Settings())
+    try:
+        assert await other.get("in-db-3") == "yes"
+        assert await redis.get("in-db-3") is None
+    finally:
+        await other.flushdb()
+        await close_redis(other)
+
+
+async def test_unreachable_is_a_connection_error() -> None:
+    from seckill.process.procs import free_port
+
+    pipe = AutoPipeline(f"redis://127.0.0.1:{free_port()}/0", timeout=1.0)
+    with pytest.raises(ConnectionError):
+        await pipe.execute("PING")
+    await pipe.aclose()
+
+
+@pytest.mark.fault
+async def test_hung_server_times_out_everyone_waiting(
+    tmp_path: Path, redis_binary: str | None
+) -> None:
+    server = EmbeddedRedis(tmp_path, redis_binary)
+    url = server.start()
+    pipe = AutoPipeline(url, timeout=0.5)
+    try:
+        assert await pipe.execute("PING") == "PONG"
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            results = await asyncio.gather(
+                *(pipe.execute("PING") for _ in range(20)), return_exceptions=True
+            )
+            assert all(isinstance(r, TimeoutError) for r in results)
+            assert loop.time() - start < 2.0
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert await pipe.execute("PING") == "PONG"  # a new connection
+    finally:
+        await pipe.aclose()
+        server.stop()
+
+
+def test_under_uvloop(redis_url: str) -> None:
+    """The gateway runs on uvloop, whose transports differ from asyncio's."""
+
+    async def scenario() -> Counter[Admit]:
+        redis = make_redis(redis_url, Settings())
+        pipe = AutoPipeline(redis_url, timeout=2.0)
+        try:
+            await redis.flushall()
+            return await burst(Scripts(redis, pipe), "uv")
+        finally:
+            await pipe.aclose()
+            await close_redis(redis)
+
+    outcomes = uvloop.run(scenario())
+    assert outcomes[Admit.OK] == 100
+    assert sum(outcomes.values()) == 1000

@@ -1,0 +1,1 @@
+"""The repository itself: container files, docs, the import layering."""

@@ -1,0 +1,1 @@
+"""The tools: the launcher, the demo, the invariant checks."""
