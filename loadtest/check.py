@@ -8,7 +8,9 @@ and, with ``--sink``, the SQLite sink; without it only the admin API's view
 of the sale (token from ``SECKILL_ADMIN_TOKEN`` or ``--token``), which proves
 less. One line per check, ``PASS name: detail`` or ``FAIL name: detail``.
 Exit 0 when all pass, 1 when one fails, 2 on bad usage or an unreachable
-gateway/Redis/sink (one line on stderr).
+gateway/Redis/sink (one line on stderr). ``--url`` and ``--redis-url`` also
+read ``LOADTEST_URL`` and ``LOADTEST_REDIS_URL``, like the rest of the load
+test; the token is the gateway's own ``SECKILL_ADMIN_TOKEN``.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _admin_view_drained(url: str, token: str, sale: str, wait: float | None) -> 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
-    envvar="SECKILL_URL",
+    envvar="LOADTEST_URL",
     show_envvar=True,
     default="http://127.0.0.1:8080",
     show_default=True,
@@ -83,7 +85,7 @@ def _admin_view_drained(url: str, token: str, sale: str, wait: float | None) -> 
 @click.option("--token", envvar="SECKILL_ADMIN_TOKEN", show_envvar=True, help="Admin bearer token.")
 @click.option(
     "--redis-url",
-    envvar="SECKILL_REDIS_URL",
+    envvar="LOADTEST_REDIS_URL",
     show_envvar=True,
     default=None,
     help="The gateway's Redis: check every order, not just the admin counters.",

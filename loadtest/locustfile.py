@@ -19,26 +19,30 @@ timeout or dropped connection, an error body that is not the JSON error
 object, a 202 without ``order_id``/``Location``, a 429/503 without
 ``Retry-After``.
 
-Environment (all optional):
+Environment (all optional; ``LOADTEST_*``, so that nothing here is mistaken
+for a setting of ``seckill serve``):
 
-==========================  =================================================
-``SECKILL_SALE``            sale id (default ``demo``)
-``SECKILL_RETRIES``         retries of one buy after 429/503 (default 5)
-``SECKILL_ATTEMPTS``        buy attempts per locust user, then it stops
-                            (default 0 = until the sale is over)
-``SECKILL_MALFORMED``       share of attempts sent malformed instead (bad JSON,
-                            bad quantity, no identity); each must get a 4xx
-                            JSON error, recorded as "malformed: 400 (bad_json)"…
-``SECKILL_TIMEOUT``         seconds before a request counts as failed (10)
-``SECKILL_FOLLOW``          seconds to follow an order to a final status (30)
-``SECKILL_JWT_SECRET``      when set, identify with an HS256 JWT (``--auth
-                            jwt`` gateways) instead of ``X-User-Id``
-``SECKILL_SHAPE=spike``     enable the spike shape below:
-``SECKILL_USERS``           … ramp to this many users (default ``--users`` or 100)
-``SECKILL_RAMP``            … in this many seconds (default 5)
-``SECKILL_HOLD``            … hold them this long, then stop (default 20); the
-                            run ends early once every customer has left
-==========================  =================================================
+===========================  ================================================
+``LOADTEST_SALE``            sale id (default ``demo``)
+``LOADTEST_RETRIES``         retries of one buy after 429/503 (default 5)
+``LOADTEST_ATTEMPTS``        buy attempts per locust user, then it stops
+                             (default 0 = until the sale is over)
+``LOADTEST_MALFORMED``       share of attempts sent malformed instead (bad
+                             JSON, bad quantity, no identity); each must get
+                             a 4xx JSON error, recorded as
+                             "malformed: 400 (bad_json)"…
+``LOADTEST_TIMEOUT``         seconds before a request counts as failed (10)
+``LOADTEST_FOLLOW``          seconds to follow an order to a final status (30)
+``LOADTEST_JWT_SECRET``      when set, identify with an HS256 JWT (``--auth
+                             jwt`` gateways: their SECKILL_JWT_SECRET)
+                             instead of ``X-User-Id``
+``LOADTEST_SHAPE=spike``     enable the spike shape below:
+``LOADTEST_USERS``           … ramp to this many users (default ``--users``
+                             or 100)
+``LOADTEST_RAMP``            … in this many seconds (default 5)
+``LOADTEST_HOLD``            … hold them this long, then stop (default 20);
+                             the run ends early once every customer has left
+===========================  ================================================
 
 With the spike shape, ``--run-time`` is a hard cap on the whole run.
 """
@@ -67,7 +71,7 @@ SALE_OVER = frozenset({"sold_out", "ended"})
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"SECKILL_{name}", "").strip() or default
+    return os.environ.get(f"LOADTEST_{name}", "").strip() or default
 
 
 def _number(name: str, default: float, low: float, high: float = float("inf")) -> float:
@@ -77,13 +81,13 @@ def _number(name: str, default: float, low: float, high: float = float("inf")) -
     except ValueError:
         value = float("nan")
     if not low <= value <= high:
-        raise ValueError(f"SECKILL_{name} must be a number from {low} to {high}, got {raw!r}")
+        raise ValueError(f"LOADTEST_{name} must be a number from {low} to {high}, got {raw!r}")
     return value
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The crowd's knobs, read once from ``SECKILL_*`` variables."""
+    """The crowd's knobs, read once from ``LOADTEST_*`` variables."""
 
     sale: str
     retries: int
@@ -102,7 +106,7 @@ class Config:
             malformed=_number("MALFORMED", 0.0, 0.0, 1.0),
             timeout=_number("TIMEOUT", 10.0, 0.1),
             follow=_number("FOLLOW", 30.0, 0.0),
-            jwt_secret=os.environ.get("SECKILL_JWT_SECRET") or None,
+            jwt_secret=_env("JWT_SECRET", "") or None,
         )
 
 
@@ -274,7 +278,7 @@ class Customer(FastHttpUser):
     def on_start(self) -> None:
         self.environment.runner.send_message(Crowd.MESSAGE, 1)
         self.user_id: str | None = None
-        self.token = ("", "")  # (user id, its JWT) with SECKILL_JWT_SECRET
+        self.token = ("", "")  # (user id, its JWT) with LOADTEST_JWT_SECRET
         self.attempts_left = CONFIG.attempts or -1
         self.base = f"/api/v1/sales/{CONFIG.sale}"
 
@@ -459,11 +463,11 @@ def _count_the_crowd(environment: Any, **_: Any) -> None:
 
 
 class SpikeShape(LoadTestShape):
-    """Ramp to SECKILL_USERS in SECKILL_RAMP s, hold SECKILL_HOLD s, stop.
+    """Ramp to LOADTEST_USERS in LOADTEST_RAMP s, hold LOADTEST_HOLD s, stop.
 
-    Only active with ``SECKILL_SHAPE=spike`` (locust runs any concrete shape it
+    Only active with ``LOADTEST_SHAPE=spike`` (locust runs any concrete shape it
     finds). Ends early once every customer has left: the sale is over for all
-    of them (or their SECKILL_ATTEMPTS are spent); locust no longer replaces
+    of them (or their LOADTEST_ATTEMPTS are spent); locust no longer replaces
     users who stop once the ramp is done.
     """
 

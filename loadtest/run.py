@@ -2,8 +2,9 @@
 
     python -m loadtest.run [--stock N] [--users N] ...   (see --help)
 
-1. starts ``seckill serve`` on 127.0.0.1 (2 processes, embedded Valkey, a
-   fresh data dir ``var/loadtest/data``, a free port, a generated admin token);
+1. starts ``seckill serve`` through the launcher on 127.0.0.1 (2 processes,
+   embedded Valkey, a fresh data dir ``var/loadtest/data``, a free port, a
+   generated admin token, its log in ``var/loadtest/gateway.log``);
 2. creates the sale, opening a few seconds out so the crowd gathers first;
 3. runs locust headless with the spike shape of ``loadtest/locustfile.py``,
    writing ``var/loadtest/report.html`` and ``var/loadtest/locust_*.csv``;
@@ -14,8 +15,10 @@
    passed and the gateway stopped cleanly (1 otherwise, 2 when it could not
    even set up).
 
-Every option also reads an environment variable (shown in ``--help``), so
-``make loadtest SECKILL_USERS=800 SECKILL_LOADTEST_STOCK=1000`` works.
+Every option also reads a ``LOADTEST_*`` variable (shown in ``--help``), so
+``make loadtest LOADTEST_USERS=800 LOADTEST_STOCK=1000`` works; the gateway
+is started through the launcher, so no ``SECKILL_*`` variable of this shell
+can point it at another Redis or sink.
 """
 
 from __future__ import annotations
@@ -23,32 +26,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
 import os
-import queue
-import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from seckill.process.procs import free_port
+from seckill.process.procs import stop_group
+from seckill.tools.admin_client import AdminClientError
+from seckill.tools.launcher import GatewayProcess, LaunchError
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"  # never anything else: this drives a crowd at the URL
-SERVING = re.compile(r"^seckill: serving on (\S+) .*Redis at (\S+)\)\s*$")
-#: The gateway's flags whose SECKILL_* variables would point it elsewhere.
-GATEWAY_ENV_DROPPED = ("SECKILL_REDIS_URL", "SECKILL_REDIS_CLUSTER", "SECKILL_ORDER_SINK")
 
 
 class SetupError(RuntimeError):
@@ -63,7 +57,7 @@ def _opt(
     default: float | None,
     help: str,
 ) -> None:
-    # argparse runs `type` over a string default too: a bad SECKILL_* value is
+    # argparse runs `type` over a string default too: a bad LOADTEST_* value is
     # reported like a bad flag.
     parser.add_argument(
         flag,
@@ -81,26 +75,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--sale",
-        default=os.environ.get("SECKILL_SALE") or "loadtest",
-        help="sale id (env SECKILL_SALE, default loadtest)",
+        default=os.environ.get("LOADTEST_SALE") or "loadtest",
+        help="sale id (env LOADTEST_SALE, default loadtest)",
     )
-    _opt(p, "--stock", "SECKILL_LOADTEST_STOCK", int, 500, "units for sale")
-    _opt(p, "--per-user-limit", "SECKILL_LOADTEST_PER_USER_LIMIT", int, 1, "units per customer")
-    _opt(p, "--users", "SECKILL_USERS", int, 300, "locust users at the peak")
-    _opt(p, "--ramp", "SECKILL_RAMP", float, 5.0, "seconds to ramp up to --users")
-    _opt(p, "--hold", "SECKILL_HOLD", float, 20.0, "seconds to hold the peak at most")
-    _opt(p, "--opens-in", "SECKILL_LOADTEST_OPENS_IN", float, None, "seconds to the opening; "
+    _opt(p, "--stock", "LOADTEST_STOCK", int, 500, "units for sale")
+    _opt(p, "--per-user-limit", "LOADTEST_PER_USER_LIMIT", int, 1, "units per customer")
+    _opt(p, "--users", "LOADTEST_USERS", int, 300, "locust users at the peak")
+    _opt(p, "--ramp", "LOADTEST_RAMP", float, 5.0, "seconds to ramp up to --users")
+    _opt(p, "--hold", "LOADTEST_HOLD", float, 20.0, "seconds to hold the peak at most")
+    _opt(p, "--opens-in", "LOADTEST_OPENS_IN", float, None, "seconds to the opening; "
          "default: ramp + 3, so the whole crowd is waiting")  # fmt: skip
-    _opt(p, "--run-time", "SECKILL_LOADTEST_RUN_TIME", int, None, "hard cap on locust's run, "
+    _opt(p, "--run-time", "LOADTEST_RUN_TIME", int, None, "hard cap on locust's run, "
          "seconds; default: max(60, ramp + hold + 30)")  # fmt: skip
-    _opt(p, "--processes", "SECKILL_LOADTEST_PROCESSES", int, 2, "gateway processes")
-    _opt(p, "--locust-processes", "SECKILL_LOADTEST_LOCUST_PROCESSES", int, 2, "locust processes")
-    _opt(p, "--drain", "SECKILL_LOADTEST_DRAIN", float, 60.0, "seconds to wait for the backlog")
+    _opt(p, "--processes", "LOADTEST_PROCESSES", int, 2, "gateway processes")
+    _opt(p, "--locust-processes", "LOADTEST_LOCUST_PROCESSES", int, 2, "locust processes")
+    _opt(p, "--drain", "LOADTEST_DRAIN", float, 60.0, "seconds to wait for the backlog")
     p.add_argument(
         "--out",
         type=Path,
-        default=Path(os.environ.get("SECKILL_LOADTEST_OUT") or ROOT / "var" / "loadtest"),
-        help="reports, logs and the data dir (env SECKILL_LOADTEST_OUT, default var/loadtest)",
+        default=Path(os.environ.get("LOADTEST_OUT") or ROOT / "var" / "loadtest"),
+        help="reports, logs and the data dir (env LOADTEST_OUT, default var/loadtest)",
     )
     args = p.parse_args(argv)
     if args.opens_in is None:
@@ -122,131 +116,39 @@ def say(line: str) -> None:
 # -- processes ---------------------------------------------------------------
 
 
-def stop_group(proc: subprocess.Popen[Any], sig: int, timeout: float) -> int | None:
-    """Send *sig* to *proc* (the leader of its own session), wait, then SIGKILL
-    the whole group: nothing it started outlives this. Its exit code, or None
-    if it had to be killed."""
-    code = proc.poll()
-    if code is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(10)
-    return code
-
-
-@dataclass
-class Gateway:
-    proc: subprocess.Popen[str]
-    url: str
-    redis_url: str
-    data_dir: Path
-    token: str
-    log: Path
-    #: the exit code of ``seckill serve`` once stopped (None: it had to be killed)
-    stopped_code: int | None = None
-
-    def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        req = urllib.request.Request(
-            f"{self.url}{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-        except OSError as exc:
-            raise SetupError(f"{method} {path} failed: {exc}") from None
-
-
-def _pump(stream: IO[str], log: IO[str], lines: queue.Queue[str | None]) -> None:
-    """Copy the gateway's output into its log, handing each line to the starter."""
-    for line in stream:
-        log.write(line)
-        log.flush()
-        lines.put(line)
-    lines.put(None)
-
-
 @contextlib.contextmanager
-def gateway(args: argparse.Namespace, data_dir: Path, log_path: Path) -> Iterator[Gateway]:
-    """``seckill serve`` in its own session; SIGTERM (drain) and reap on the way out."""
-    port = free_port(HOST)
-    token = secrets.token_urlsafe(24)
-    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_ENV_DROPPED}
-    env["SECKILL_ADMIN_TOKEN"] = token
-    cmd = [
-        sys.executable, "-m", "seckill", "serve",
-        "--host", HOST, "--port", str(port), "--processes", str(args.processes),
-        "--data-dir", str(data_dir), "--auth", "header",
-    ]  # fmt: skip
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    pump = threading.Thread(target=_pump, args=(proc.stdout, log, lines), daemon=True)
-    pump.start()
-    gw: Gateway | None = None
+def gateway(args: argparse.Namespace, data_dir: Path, log_path: Path) -> Iterator[GatewayProcess]:
+    """``seckill serve`` through the launcher; SIGTERM (drain) and reap on the way out."""
+    gw = GatewayProcess(
+        "--processes", str(args.processes), "--data-dir", str(data_dir), "--auth", "header",
+        log_path=log_path, cwd=ROOT,
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise SetupError(
-                    f"the gateway was not serving after 60 s (see {log_path})"
-                ) from None
-            if line is None:
-                proc.wait(10)
-                raise SetupError(
-                    f"the gateway exited {proc.returncode} while starting: {_tail(log_path)}"
-                )
-            if match := SERVING.match(line):
-                break
-        gw = Gateway(proc, f"http://{HOST}:{port}", match.group(2), data_dir, token, log_path)
+        try:
+            gw.wait_ready()
+        except LaunchError as exc:
+            raise SetupError(f"{exc} (see {log_path})") from None
         yield gw
     finally:
-        code = stop_group(proc, signal.SIGTERM, 45)
-        pump.join(5)
-        log.close()
-        if gw is not None:
-            gw.stopped_code = code
+        gw.stop(45)
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def admin(gw: GatewayProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     try:
-        return " | ".join(path.read_text().strip().splitlines()[-lines:])
-    except OSError:
-        return ""
+        return gw.admin(method, path, body)
+    except AdminClientError as exc:
+        raise SetupError(f"{method} {path} failed: {exc}") from None
 
 
-def run_locust(args: argparse.Namespace, gw: Gateway, out: Path) -> tuple[int | None, float]:
+def run_locust(args: argparse.Namespace, gw: GatewayProcess, out: Path) -> tuple[int | None, float]:
     """Locust headless with the spike shape; its exit code (None = killed) and duration."""
-    env = {k: v for k, v in os.environ.items() if k != "SECKILL_JWT_SECRET"}
+    env = {k: v for k, v in os.environ.items() if k != "LOADTEST_JWT_SECRET"}
     env.update(
-        SECKILL_SALE=args.sale,
-        SECKILL_SHAPE="spike",
-        SECKILL_USERS=str(args.users),
-        SECKILL_RAMP=str(args.ramp),
-        SECKILL_HOLD=str(args.hold),
+        LOADTEST_SALE=args.sale,
+        LOADTEST_SHAPE="spike",
+        LOADTEST_USERS=str(args.users),
+        LOADTEST_RAMP=str(args.ramp),
+        LOADTEST_HOLD=str(args.hold),
     )
     cmd = [
         sys.executable, "-m", "locust",
@@ -280,11 +182,11 @@ def run_locust(args: argparse.Namespace, gw: Gateway, out: Path) -> tuple[int | 
     return code, time.monotonic() - start
 
 
-def wait_drained(gw: Gateway, sale: str, seconds: float) -> dict[str, Any]:
+def wait_drained(gw: GatewayProcess, sale: str, seconds: float) -> dict[str, Any]:
     """The admin view once nothing is queued or undelivered (or at the deadline)."""
     deadline = time.monotonic() + seconds
     while True:
-        status, view = gw.admin("GET", f"/admin/v1/sales/{sale}")
+        status, view = admin(gw, "GET", f"/admin/v1/sales/{sale}")
         if status != 200:
             raise SetupError(f"GET /admin/v1/sales/{sale} answered {status}: {view}")
         if (view["backlog"] == 0 and view["orders"]["queued"] == 0) or time.monotonic() > deadline:
@@ -292,7 +194,7 @@ def wait_drained(gw: Gateway, sale: str, seconds: float) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def run_check(gw: Gateway, sale: str) -> tuple[int, list[str]]:
+def run_check(gw: GatewayProcess, sale: str) -> tuple[int, list[str]]:
     if not (ROOT / "loadtest" / "check.py").exists():
         return 2, ["loadtest/check.py is missing: no invariant check ran"]
     cmd = [
@@ -300,8 +202,7 @@ def run_check(gw: Gateway, sale: str) -> tuple[int, list[str]]:
         "--redis-url", gw.redis_url, "--sink", f"sqlite:///{gw.data_dir / 'orders.db'}",
         "--require-drained", "--wait-drained", "30",
     ]  # fmt: skip
-    env = {**os.environ, "SECKILL_ADMIN_TOKEN": gw.token}
-    env.pop("SECKILL_REDIS_URL", None)
+    env = {**os.environ, "SECKILL_ADMIN_TOKEN": gw.admin_token}
     try:
         done = subprocess.run(
             cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
@@ -369,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
             f"data in {_rel(data_dir)}"
         )
         opens = datetime.now(UTC) + timedelta(seconds=args.opens_in)
-        status, made = gw.admin(
+        status, made = admin(
+            gw,
             "PUT",
             f"/admin/v1/sales/{args.sale}",
             {
@@ -394,13 +296,13 @@ def run(args: argparse.Namespace) -> int:
         say(f"locust exited {locust_code} after {took:.1f} s")
         if locust_code != 0:
             problems.append(f"locust exited {locust_code}")
-        if gw.proc.poll() is not None:
+        if not gw.running():
             problems.append(f"the gateway died during the run (exit {gw.proc.returncode})")
         else:
             view = wait_drained(gw, args.sale, args.drain)
             checker = run_check(gw, args.sale)
-    if gw.stopped_code != 0:
-        problems.append(f"the gateway stopped with exit code {gw.stopped_code} (see gateway.log)")
+    if gw.returncode != 0:
+        problems.append(f"the gateway stopped with exit code {gw.returncode} (see gateway.log)")
 
     rows = read_stats(out / "locust_stats.csv")
     total = next((r for r in rows if r.name == "Aggregated"), None)

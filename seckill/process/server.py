@@ -10,6 +10,7 @@ server is stopped last. Children die with the supervisor (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import socket
 from collections.abc import Callable
@@ -23,9 +24,25 @@ from seckill.process.supervisor import Supervisor
 from seckill.process.worker import ServeError, run_app
 from seckill.settings import Settings
 
-__all__ = ["ServeError", "serve"]
+__all__ = ["SERVING_RE", "ServeError", "serve", "serving_line"]
 
 log = logging.getLogger("seckill.server")
+
+
+#: the line ``serve`` prints once every process is ready; the launcher reads it
+SERVING_RE = re.compile(
+    r"^seckill: serving on (?P<url>\S+) \((?P<processes>\d+) process\(es\), "
+    r"Redis at (?P<redis_url>\S+)\)$",
+    re.MULTILINE,
+)
+
+
+def serving_line(settings: Settings, redis_url: str) -> str:
+    """What ``serve`` prints once it serves (matched by ``SERVING_RE``)."""
+    return (
+        f"seckill: serving on http://{settings.host}:{settings.port} "
+        f"({settings.processes} process(es), Redis at {redact(redis_url)})"
+    )
 
 
 def redact(url: str) -> str:
@@ -110,10 +127,7 @@ def serve(settings: Settings, out: Callable[[str], None]) -> None:
             )
 
         def announce() -> None:
-            out(
-                f"seckill: serving on http://{settings.host}:{settings.port} "
-                f"({settings.processes} process(es), Redis at {redact(redis_url)})"
-            )
+            out(serving_line(settings, redis_url))
 
         if settings.processes == 1:
             uvloop.run(run_app(settings, redis_url, admin_token, announce))

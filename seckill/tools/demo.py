@@ -1,7 +1,8 @@
 """``seckill demo``: a finite flash sale, end to end, checked.
 
-Starts ``seckill serve`` as a child (embedded Valkey, the SQLite sink, a free
-loopback port, its own admin token, its own process group), creates a sale,
+Starts ``seckill serve`` through the launcher (embedded Valkey, the SQLite
+sink, a free loopback port, its own admin token; its log is
+``<data-dir>/gateway.log``), creates a sale,
 lets a crowd of simulated customers at it, waits for every order to be
 delivered, checks the invariants of docs/API.md §6 (Redis and the sink, directly),
 prints a summary and stops the gateway — also on Ctrl-C or a failure. The
@@ -16,34 +17,27 @@ until the order is final. A semaphore bounds the requests in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import os
-import re
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from seckill.process.procs import die_with_parent, free_port
 from seckill.redis import keys
 from seckill.tools.admin_client import AdminClientError, call
 from seckill.tools.invariants import Check, CheckError, check_sale, load_orders
+from seckill.tools.launcher import GatewayProcess, LaunchError
 
 HOST = "127.0.0.1"
 #: tries per customer for one buy: the first, then retries after 429/503/no answer.
@@ -55,13 +49,9 @@ POLL_FIRST, POLL_CAP, POLL_ERRORS = 0.02, 0.5, 20
 #: seconds between looks at the sale hash (sell-out and drain times).
 MONITOR_INTERVAL = 0.02
 #: seconds kept back from the deadline for the checks, and allowed for the gateway to stop.
-CHECK_RESERVE, STOP_TIMEOUT = 15.0, 30.0
-#: environment passed on to the gateway; every other SECKILL_* variable is
-#: dropped, so a shell set up for another gateway cannot point the demo at it.
+CHECK_RESERVE = 15.0
 #: lines of the gateway's output shown when something went wrong.
 TAIL = 8
-KEEP_ENV = frozenset({"SECKILL_LOG_LEVEL", "SECKILL_REDIS_SERVER"})
-REDIS_AT = re.compile(r"Redis at (\S+?)\)?\s*$")
 
 
 class DemoError(Exception):
@@ -78,7 +68,7 @@ class DemoOptions:
     data_dir: Path | None = None
     concurrency: int = 256
     #: seconds for the whole run (gateway start, crowd, drain); the checks and
-    #: the gateway's stop get CHECK_RESERVE and STOP_TIMEOUT on top at most.
+    #: the gateway's stop get CHECK_RESERVE and the launcher's STOP_TIMEOUT on top at most.
     deadline: float = 120.0
 
 
@@ -99,103 +89,6 @@ class CrowdStats:
     last_admission: float = 0.0
     sold_out_at: float | None = None
     drained_at: float | None = None
-
-
-class Gateway:
-    """``seckill serve`` as a child in its own process group; ``stop()`` always."""
-
-    def __init__(self, data_dir: Path, processes: int, token: str) -> None:
-        self.port = free_port(HOST)
-        self.url = f"http://{HOST}:{self.port}"
-        self.redis_url: str | None = None
-        self.output: deque[str] = deque(maxlen=30)
-        self._announced = threading.Event()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SECKILL_") or k in KEEP_ENV}
-        env["SECKILL_ADMIN_TOKEN"] = token
-        # (No --redis-url: embedded server; no --order-sink: SQLite under the data dir.)
-        args = [
-            sys.executable, "-m", "seckill", "serve",
-            "--host", HOST,
-            "--port", str(self.port),
-            "--processes", str(processes),
-            "--data-dir", str(data_dir),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            preexec_fn=functools.partial(die_with_parent, os.getpid()),
-        )
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream: IO[str], stdout: bool) -> None:
-        """Drain one pipe (so the gateway never blocks on it), keeping the tail."""
-        for line in stream:
-            line = line.rstrip()
-            self.output.append(line)
-            if stdout and self.redis_url is None and (m := REDIS_AT.search(line)):
-                self.redis_url = m.group(1)
-                self._announced.set()
-        if stdout:
-            self._announced.set()  # EOF: the waiter finds the process gone
-
-    def last_words(self) -> str:
-        lines = [ln for ln in self.output if ln.strip()]
-        return lines[-1] if lines else "no output"
-
-    def wait_ready(self, deadline: float) -> None:
-        """Until the gateway has announced its Redis and /readyz answers 200."""
-        while True:
-            self._announced.wait(0.1)
-            if self.proc.poll() is not None:
-                raise DemoError(
-                    f"the gateway exited with code {self.proc.returncode}: {self.last_words()}"
-                )
-            if self.redis_url is not None and self._ready():
-                return
-            if time.monotonic() > deadline:
-                raise DemoError("the gateway was not ready before the deadline")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        """SIGTERM (the gateway drains and stops its Redis), SIGKILL the group if
-        it takes too long; the gateway's exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            code = -signal.SIGKILL
-        finally:
-            # Anything of the group still there (a stuck child) goes too.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            for reader in self._readers:
-                reader.join(5)
-            for stream in (self.proc.stdout, self.proc.stderr):
-                if stream is not None:
-                    stream.close()
-        return code
 
 
 class Crowd:
@@ -348,9 +241,8 @@ class Outcome:
 
 
 async def run_crowd(
-    opts: DemoOptions, gateway: Gateway, sale_id: str, sink_url: str, deadline: float
+    opts: DemoOptions, gateway: GatewayProcess, sale_id: str, sink_url: str, deadline: float
 ) -> Outcome:
-    assert gateway.redis_url is not None
     redis = Redis.from_url(
         gateway.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
     )
@@ -385,7 +277,7 @@ async def run_crowd(
                 await asyncio.gather(watcher, return_exceptions=True)
         elapsed = crowd.now()
         if not gateway.running():
-            problem = f"the gateway died during the run: {gateway.last_words()}"
+            problem = f"the gateway died during the run: {gateway.tail(1)}"
         checks: list[Check] = []
         try:
             async with asyncio.timeout(CHECK_RESERVE):
@@ -452,7 +344,7 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
     sale_id = f"demo-{secrets.token_hex(3)}"
     sink_url = f"sqlite:///{data_dir / 'orders.db'}"
     previous = _sigterm_as_interrupt()
-    gateway: Gateway | None = None
+    gateway: GatewayProcess | None = None
     code = 0
     try:
         out(
@@ -460,8 +352,19 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
             f" (per-user limit {opts.per_user_limit}), {opts.processes} gateway"
             f" process(es), concurrency {opts.concurrency}"
         )
-        gateway = Gateway(data_dir, opts.processes, token)
-        gateway.wait_ready(min(deadline, time.monotonic() + 60))
+        # (No --redis-url: the embedded server; no --order-sink: SQLite under the data dir.)
+        gateway = GatewayProcess(
+            "--processes",
+            str(opts.processes),
+            "--data-dir",
+            str(data_dir),
+            admin_token=token,
+            log_path=data_dir / "gateway.log",
+        )
+        try:
+            gateway.wait_ready(max(1.0, min(deadline, time.monotonic() + 60) - time.monotonic()))
+        except LaunchError as exc:
+            raise DemoError(str(exc)) from None
         out(f"  gateway {gateway.url}, Redis at {gateway.redis_url}, data in {data_dir}")
         try:
             call(
@@ -487,7 +390,7 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
             code = 1
         if outcome.problem or broken or "unavailable" in outcome.stats.answers:
             out("the gateway's last words:")
-            for line in list(gateway.output)[-TAIL:]:
+            for line in gateway.output().splitlines()[-TAIL:]:
                 out(f"  | {line}")
         if broken:
             out(f"FAILED: {len(broken)} invariant(s) broke: {', '.join(broken)}")
@@ -504,7 +407,7 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
         if gateway is not None:
             gateway_code = gateway.stop()
             if gateway_code != 0 and code == 0:
-                out(f"FAILED: the gateway exited with code {gateway_code}: {gateway.last_words()}")
+                out(f"FAILED: the gateway exited with code {gateway_code}: {gateway.tail(1)}")
                 code = 1
         if temp:
             shutil.rmtree(data_dir, ignore_errors=True)

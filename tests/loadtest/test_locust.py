@@ -59,10 +59,10 @@ def locust(url: str, sale: str, out: Path, *args: str, **env: str) -> LocustRun:
     ]  # fmt: skip
     run_env = {
         **os.environ,
-        "SECKILL_SALE": sale,
-        "SECKILL_SHAPE": "spike",
-        "SECKILL_RAMP": "1",
-        "SECKILL_HOLD": "20",
+        "LOADTEST_SALE": sale,
+        "LOADTEST_SHAPE": "spike",
+        "LOADTEST_RAMP": "1",
+        "LOADTEST_HOLD": "20",
         **env,
     }
     proc = subprocess.Popen(
@@ -113,7 +113,7 @@ def crowd(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> LocustR
     """50 customers over 2 locust processes at a sale of 30 units, drained."""
     admin(gateway.url, "PUT", "/admin/v1/sales/lt-crowd", {"stock": STOCK})
     out = tmp_path_factory.mktemp("locust-crowd")
-    run = locust(gateway.url, "lt-crowd", out, "--processes", "2", SECKILL_USERS="50")
+    run = locust(gateway.url, "lt-crowd", out, "--processes", "2", LOADTEST_USERS="50")
 
     def drained() -> bool:
         sale = admin(gateway.url, "GET", "/admin/v1/sales/lt-crowd")
@@ -169,10 +169,10 @@ def test_malformed_buys_are_named_4xx_outcomes_not_failures(
         gateway.url,
         "lt-bad",
         tmp_path,
-        SECKILL_USERS="20",
-        SECKILL_RAMP="0",
-        SECKILL_ATTEMPTS="3",
-        SECKILL_MALFORMED="1",
+        LOADTEST_USERS="20",
+        LOADTEST_RAMP="0",
+        LOADTEST_ATTEMPTS="3",
+        LOADTEST_MALFORMED="1",
     )
     assert run.code == 0, run.output
     assert run.failures() == 0, run.output
@@ -183,7 +183,7 @@ def test_malformed_buys_are_named_4xx_outcomes_not_failures(
 
 
 def test_a_missing_sale_is_a_failure(gateway: Gateway, tmp_path: Path) -> None:
-    run = locust(gateway.url, "lt-nowhere", tmp_path, SECKILL_USERS="3", SECKILL_RAMP="0")
+    run = locust(gateway.url, "lt-nowhere", tmp_path, LOADTEST_USERS="3", LOADTEST_RAMP="0")
     assert run.code == 1, run.output
     assert run.stats["sale: sale_not_found"]["Failure Count"] != "0"
     assert run.failures() == run.count("Aggregated")

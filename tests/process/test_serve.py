@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 import redis as redis_sync
 
-from seckill.process.procs import children_of, free_port
+from seckill.process.procs import alive, children_of, free_port
 from tests.helpers.api import ADMIN, ADMIN_TOKEN
-from tests.helpers.gateway import Gateway, alive, wait_for
+from tests.helpers.gateway import Gateway, wait_for
 
 pytestmark = pytest.mark.multiprocess
 

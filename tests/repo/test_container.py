@@ -8,7 +8,8 @@
   the package built from exactly that context ships ``seckill/lua/*.lua``.
 - ``docker-compose.yml`` (+ ``deploy/nginx.conf``): Redis with AOF on a
   volume, two gateway replicas on it behind one published port, locust
-  master + worker in the ``load`` profile, every ``SECKILL_*`` variable real.
+  master + worker in the ``load`` profile, every ``SECKILL_*`` variable real
+  and every ``LOADTEST_*`` one read by the locustfile.
 - ``docker compose config`` when a docker client with compose is installed.
 """
 
@@ -480,11 +481,12 @@ def test_compose_locust_crowd_is_in_the_load_profile() -> None:
         assert (ROOT / mount[0]).resolve() == LOCUSTFILE.parent
         assert (ROOT / mount[0] / Path(locustfile).relative_to(mount[1])).is_file()
         env = environment(svc)
-        assert "SECKILL_SALE" in env
+        assert "LOADTEST_SALE" in env
+        assert not [var for var in env if var.startswith("SECKILL_")], "the crowd reads LOADTEST_*"
         source = LOCUSTFILE.read_text()
         for var in env:
-            if var.startswith("SECKILL_"):
-                short = var.removeprefix("SECKILL_")
+            if var.startswith("LOADTEST_"):
+                short = var.removeprefix("LOADTEST_")
                 assert f'"{short}"' in source or var in source, f"{name}: {var} is not read"
     master, worker = services["locust-master"], services["locust-worker"]
     words = argv(master["command"])
