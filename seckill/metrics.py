@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from bisect import bisect_left
@@ -239,17 +240,77 @@ class RedisState(Collector):
         yield from (rate, burst)
 
 
+def _processes() -> CollectorRegistry:
+    """What every process of this gateway counted (after a flush of ours)."""
+    flush()
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    processes = CollectorRegistry()
+    multiprocess.MultiProcessCollector(processes)  # type: ignore[no-untyped-call]
+    return processes
+
+
 def render(sales: dict[str, dict[str, str]], limits: dict[str, Any]) -> tuple[bytes, str]:
     """The text exposition of every process's metrics plus the Redis state."""
-    flush()
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        processes = CollectorRegistry()
-        multiprocess.MultiProcessCollector(processes)  # type: ignore[no-untyped-call]
-        base = generate_latest(processes)
-    else:
-        base = generate_latest(REGISTRY)
+    base = generate_latest(_processes())
     state = CollectorRegistry()
     state.register(RedisState(sales, limits))
     return base + generate_latest(state), CONTENT_TYPE_LATEST
+
+
+def stats() -> dict[str, Any]:
+    """The counters and gauges of every process of this gateway, as JSON for
+    the dashboard (``GET /admin/v1/stats``): what ``/metrics`` says about the
+    processes, without the Redis state (the sale and limits routes have it).
+    Counters are totals since start; the page takes rates between two reads."""
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in _processes().collect():
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            values[key] = values.get(key, 0.0) + sample.value
+
+    def total(name: str, **labels: str) -> int:
+        return round(
+            sum(v for (n, ls), v in values.items() if n == name and labels.items() <= set(ls))
+        )
+
+    by_sale: dict[str, dict[str, int]] = {}
+    for (name, labels), value in values.items():
+        if name == "seckill_buy_requests_total" and value:
+            label = dict(labels)
+            per = by_sale.setdefault(label["sale"], {})
+            per[label["outcome"]] = per.get(label["outcome"], 0) + round(value)
+    latency: dict[float, float] = {}  # upper bound -> cumulative count
+    for (name, labels), value in values.items():
+        if name == "seckill_buy_duration_seconds_bucket":
+            bound = float(dict(labels)["le"])  # "+Inf" too
+            latency[bound] = latency.get(bound, 0.0) + value
+    return {
+        "buys": {
+            outcome: total("seckill_buy_requests_total", outcome=outcome) for outcome in OUTCOMES
+        },
+        "buys_by_sale": by_sale,
+        "buy_latency": {
+            "bounds": list(BUY_BUCKETS),
+            "counts": [round(latency.get(b, 0.0)) for b in (*BUY_BUCKETS, math.inf)],
+            "sum": sum(
+                v for (n, _), v in values.items() if n == "seckill_buy_duration_seconds_sum"
+            ),
+        },
+        "deliveries": {
+            result: total("seckill_order_deliveries_total", result=result)
+            for result in ("confirmed", "attempt_failed", "failed")
+        },
+        "rate_limited": {
+            layer: total("seckill_rate_limited_total", layer=layer)
+            for layer in ("local", "cluster")
+        },
+        "redis_errors": total("seckill_redis_errors_total"),
+        "workers": {
+            "running": total("seckill_order_workers"),
+            "busy": total("seckill_order_workers_busy"),
+        },
+        "queue_depth": total("seckill_order_queue_depth"),
+    }

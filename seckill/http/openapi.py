@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from seckill import __version__
+from seckill import __version__, metrics
 from seckill.core import limits
 from seckill.core.views import ORDER_STATUSES
 from seckill.http import errors
@@ -275,6 +275,7 @@ def _components() -> Json:
             },
             "additionalProperties": False,
         },
+        "Stats": _stats_schema(),
         "Limits": {
             "type": "object",
             "description": "The buy endpoint's token buckets, cluster-wide.",
@@ -328,6 +329,61 @@ def _components() -> Json:
                 ),
             },
         },
+    }
+
+
+def _stats_schema() -> Json:
+    count = {"type": "integer", "minimum": 0}
+
+    def counts(*names: str) -> Json:
+        return {
+            "type": "object",
+            "properties": {n: count for n in names},
+            "required": list(names),
+            "additionalProperties": False,
+        }
+
+    return {
+        "type": "object",
+        "description": "Counters of every process of the answering gateway since it started.",
+        "properties": {
+            "buys": counts(*metrics.OUTCOMES),
+            "buys_by_sale": {
+                "type": "object",
+                "description": "Per sale ('' = not known to this gateway), per outcome.",
+                "additionalProperties": {"type": "object", "additionalProperties": count},
+            },
+            "buy_latency": {
+                "type": "object",
+                "description": (
+                    "The buy handler's latency histogram: cumulative counts per upper bound "
+                    "(seconds), the last count for +Inf (all), and the sum of seconds."
+                ),
+                "properties": {
+                    "bounds": {"type": "array", "items": {"type": "number"}},
+                    "counts": {"type": "array", "items": count},
+                    "sum": {"type": "number", "minimum": 0},
+                },
+                "required": ["bounds", "counts", "sum"],
+                "additionalProperties": False,
+            },
+            "deliveries": counts("confirmed", "attempt_failed", "failed"),
+            "rate_limited": counts("local", "cluster"),
+            "redis_errors": count,
+            "workers": counts("running", "busy"),
+            "queue_depth": count,
+        },
+        "required": [
+            "buys",
+            "buys_by_sale",
+            "buy_latency",
+            "deliveries",
+            "rate_limited",
+            "redis_errors",
+            "workers",
+            "queue_depth",
+        ],
+        "additionalProperties": False,
     }
 
 
@@ -515,6 +571,22 @@ def _paths() -> Json:
             "503": UNAVAILABLE,
         },
     }
+    get_stats = {
+        "operationId": "getStats",
+        "tags": ["admin"],
+        "summary": "This gateway's counters, for the dashboard",
+        "description": (
+            "What every process of the answering gateway counted since it started: buys by "
+            "outcome (and by sale), the buy latency histogram, deliveries, rate limiting by "
+            "layer, workers and queue. Totals; rates are differences between two reads. "
+            "No Redis call."
+        ),
+        "security": ADMIN_SECURITY,
+        "responses": {
+            "200": _ok("The counters.", _schema("Stats")),
+            "401": ADMIN_UNAUTHENTICATED,
+        },
+    }
     get_limits = {
         "operationId": "getLimits",
         "tags": ["admin"],
@@ -603,6 +675,7 @@ def _paths() -> Json:
         "/admin/v1/sales/{sale_id}": {"get": admin_get_sale, "put": put_sale},
         "/admin/v1/orders/{order_id}/cancel": {"post": cancel},
         "/admin/v1/limits": {"get": get_limits, "put": put_limits},
+        "/admin/v1/stats": {"get": get_stats},
     }
 
 

@@ -1,4 +1,4 @@
-"""/metrics: outcomes counted once each, across processes too."""
+"""/metrics and /admin/v1/stats: outcomes counted once each, across processes too."""
 
 from __future__ import annotations
 
@@ -67,6 +67,53 @@ async def test_outcomes_and_gauges(client: TestClient, redis: Redis) -> None:
     assert "user" not in "".join(re.findall(r"\{[^}]*\}", text)).replace('bucket="user"', "")
 
 
+async def test_stats_are_the_same_counts_as_json(client: TestClient, redis: Redis) -> None:
+    """GET /admin/v1/stats: the dashboard's counters, exactly what /metrics counts."""
+    assert (await client.get("/admin/v1/stats")).status == 401
+    before = await (await client.get("/admin/v1/stats", headers=ADMIN)).json()
+    await create_sale(client, "st", stock=2)
+    for user in ("a", "b", "c"):
+        await client.post("/api/v1/sales/st/orders", headers={"X-User-Id": user})
+    await client.post("/api/v1/sales/st/orders", headers={"X-User-Id": "bad id!"})
+    await client.post("/api/v1/sales/nope/orders", headers={"X-User-Id": "a"})
+    await create_sale(client, "st2", stock=10)
+    # the sale's bucket holds 1 token, this process's shield 2 (twice its share)
+    await client.put("/admin/v1/limits", json={"rate": 0.001, "burst": 1}, headers=ADMIN)
+    statuses = [
+        (await client.post("/api/v1/sales/st2/orders", headers={"X-User-Id": u})).status
+        for u in ("d", "e", "f")
+    ]
+    assert statuses == [202, 429, 429]  # admitted; refused by Redis; refused locally
+    resp = await client.get("/admin/v1/stats", headers=ADMIN)
+    assert resp.status == 200
+    stats = await resp.json()
+    assert set(stats) == {
+        "buys", "buys_by_sale", "buy_latency", "deliveries", "rate_limited",
+        "redis_errors", "workers", "queue_depth",
+    }  # fmt: skip
+    assert list(stats["buys"]) == list(metrics.OUTCOMES)
+    grew = {o: stats["buys"][o] - before["buys"][o] for o in metrics.OUTCOMES}
+    assert {o: n for o, n in grew.items() if n} == {
+        "admitted": 3, "sold_out": 1, "unauthenticated": 1, "not_found": 1, "rate_limited": 2,
+    }  # fmt: skip
+    for outcome in metrics.OUTCOMES:  # by sale ('' until this process knows the sale) adds up
+        by_sale = sum(per.get(outcome, 0) for per in stats["buys_by_sale"].values())
+        assert by_sale == stats["buys"][outcome]
+    assert stats["rate_limited"]["local"] - before["rate_limited"]["local"] == 1
+    assert stats["rate_limited"]["cluster"] - before["rate_limited"]["cluster"] == 1
+    latency = stats["buy_latency"]
+    assert latency["bounds"] == list(metrics.BUY_BUCKETS)
+    assert len(latency["counts"]) == len(latency["bounds"]) + 1
+    assert latency["counts"] == sorted(latency["counts"])  # cumulative
+    assert latency["counts"][-1] - before["buy_latency"]["counts"][-1] == 8
+    assert stats["workers"]["running"] == 8
+    # the same totals as the Prometheus text
+    text = await (await client.get("/metrics")).text()
+    counts = buy_counts(text)
+    for outcome in metrics.OUTCOMES:
+        assert sum(n for (o, _), n in counts.items() if o == outcome) == stats["buys"][outcome]
+
+
 async def test_deliveries_and_live_gauges(client: TestClient, redis: Redis) -> None:
     """Delivery counts and latencies are batched, the live gauges sampled: a
     scrape still shows every delivered order, and idle workers as idle."""
@@ -127,6 +174,11 @@ async def test_two_processes_are_summed_once(tmp_path) -> None:  # type: ignore[
                 assert sum(counts.values()) == 300
                 assert counts[("admitted", "mp")] + counts[("admitted", "")] == 50
                 assert value(text, "seckill_buy_duration_seconds_count") == 300
+                stats = await (await s.get(f"{gw.url}/admin/v1/stats", headers=ADMIN)).json()
+                assert sum(stats["buys"].values()) == 300
+                assert stats["buys"]["admitted"] == 50
+                assert stats["buy_latency"]["counts"][-1] == 300
+                assert stats["workers"]["running"] == 16
         assert gw.stop() == 0
 
 

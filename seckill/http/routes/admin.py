@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from seckill import metrics
 from seckill.core import limits
 from seckill.core.views import admin_view, now_ms, order_view
 from seckill.http import errors
@@ -128,6 +129,13 @@ async def get_sale(request: web.Request) -> web.Response:
     if not sale:
         raise errors.SaleNotFound()
     return json_response(admin_view(sale_id, sale, now_ms()))
+
+
+@routes.get("/admin/v1/stats")
+async def get_stats(request: web.Request) -> web.Response:
+    """This gateway's counters (every process of it), for the dashboard; no Redis call."""
+    _admin(request)
+    return json_response(metrics.stats())
 
 
 @routes.get("/admin/v1/limits")
