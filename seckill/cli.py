@@ -15,9 +15,17 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import click
+import msgspec
 
-from seckill.core.limits import MAX_RATE, MIN_RATE
 from seckill.process.embedded import EmbeddedError
+from seckill.schemas import (
+    MAX_BURST,
+    MAX_PER_USER_LIMIT,
+    MAX_RATE,
+    MAX_STOCK,
+    MIN_RATE,
+    SaleUpdate,
+)
 from seckill.settings import ConfigError, Settings
 from seckill.tools.admin_client import AdminClientError, call
 
@@ -269,13 +277,13 @@ def sale() -> None:
 
 @sale.command("create")
 @click.argument("sale_id")
-@click.option("--stock", type=click.IntRange(min=0), required=True, help="Units for sale.")
+@click.option("--stock", type=click.IntRange(0, MAX_STOCK), required=True, help="Units for sale.")
 @click.option("--name", default=None, help="Display name (default: the sale id).")
 @click.option("--starts-at", default=None, help="RFC 3339 start (default: now).")
 @click.option("--ends-at", default=None, help="RFC 3339 end (default: open-ended).")
 @click.option(
     "--per-user-limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_PER_USER_LIMIT),
     default=None,
     help="Units one customer may hold (default 1).",
 )
@@ -301,6 +309,10 @@ def sale_create(
     ):
         if value is not None:
             body[key] = value
+    try:  # the schema the gateway checks it against: a clear line before any call
+        msgspec.convert(body, SaleUpdate)
+    except msgspec.ValidationError as exc:
+        fail(f"invalid sale: {exc}")
     status, answer = _admin_call(
         url, token, "PUT", f"/admin/v1/sales/{quote(sale_id, safe='')}", body
     )
@@ -371,9 +383,11 @@ def limits_show(url: str, token: str | None, as_json: bool) -> None:
 
 @limits.command("set")
 @click.option("--rate", callback=_rate, help="Sale bucket rate, requests/s, or none.")
-@click.option("--burst", type=click.IntRange(min=1), default=None, help="Sale bucket size.")
+@click.option("--burst", type=click.IntRange(1, MAX_BURST), default=None, help="Sale bucket size.")
 @click.option("--per-user-rate", callback=_rate, help="Per-user rate, requests/s, or none.")
-@click.option("--per-user-burst", type=click.IntRange(min=1), default=None, help="Per-user size.")
+@click.option(
+    "--per-user-burst", type=click.IntRange(1, MAX_BURST), default=None, help="Per-user size."
+)
 @_admin_options
 def limits_set(
     rate: Any,

@@ -37,21 +37,13 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from seckill import schemas
+from seckill.schemas import DELIVERY_RESULTS, RATE_LIMIT_LAYERS
 
 #: the outcomes of docs/API.md §4; no other family uses the label ``outcome``
-OUTCOMES = (
-    "admitted",
-    "sold_out",
-    "limit_reached",
-    "rate_limited",
-    "invalid",
-    "unauthenticated",
-    "not_found",
-    "not_active",
-    "unavailable",
-    "overloaded",
-)
+OUTCOMES = schemas.OUTCOMES
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: resolve 0.5–50 ms finely: that is where a healthy buy lands
 BUY_BUCKETS = (
@@ -260,7 +252,7 @@ def render(sales: dict[str, dict[str, str]], limits: dict[str, Any]) -> tuple[by
     return base + generate_latest(state), CONTENT_TYPE_LATEST
 
 
-def stats() -> dict[str, Any]:
+def stats() -> schemas.Stats:
     """The counters and gauges of every process of this gateway, as JSON for
     the dashboard (``GET /admin/v1/stats``): what ``/metrics`` says about the
     processes, without the Redis state (the sale and limits routes have it).
@@ -287,30 +279,25 @@ def stats() -> dict[str, Any]:
         if name == "seckill_buy_duration_seconds_bucket":
             bound = float(dict(labels)["le"])  # "+Inf" too
             latency[bound] = latency.get(bound, 0.0) + value
-    return {
-        "buys": {
-            outcome: total("seckill_buy_requests_total", outcome=outcome) for outcome in OUTCOMES
-        },
-        "buys_by_sale": by_sale,
-        "buy_latency": {
-            "bounds": list(BUY_BUCKETS),
-            "counts": [round(latency.get(b, 0.0)) for b in (*BUY_BUCKETS, math.inf)],
-            "sum": sum(
-                v for (n, _), v in values.items() if n == "seckill_buy_duration_seconds_sum"
-            ),
-        },
-        "deliveries": {
-            result: total("seckill_order_deliveries_total", result=result)
-            for result in ("confirmed", "attempt_failed", "failed")
-        },
-        "rate_limited": {
-            layer: total("seckill_rate_limited_total", layer=layer)
-            for layer in ("local", "cluster")
-        },
-        "redis_errors": total("seckill_redis_errors_total"),
-        "workers": {
-            "running": total("seckill_order_workers"),
-            "busy": total("seckill_order_workers_busy"),
-        },
-        "queue_depth": total("seckill_order_queue_depth"),
-    }
+    return schemas.Stats(
+        buys=schemas.BuyCounts(
+            **{o: total("seckill_buy_requests_total", outcome=o) for o in OUTCOMES}
+        ),
+        buys_by_sale=by_sale,
+        buy_latency=schemas.Histogram(
+            bounds=list(BUY_BUCKETS),
+            counts=[round(latency.get(b, 0.0)) for b in (*BUY_BUCKETS, math.inf)],
+            sum=sum(v for (n, _), v in values.items() if n == "seckill_buy_duration_seconds_sum"),
+        ),
+        deliveries=schemas.DeliveryCounts(
+            **{r: total("seckill_order_deliveries_total", result=r) for r in DELIVERY_RESULTS}
+        ),
+        rate_limited=schemas.RateLimitCounts(
+            **{x: total("seckill_rate_limited_total", layer=x) for x in RATE_LIMIT_LAYERS}
+        ),
+        redis_errors=total("seckill_redis_errors_total"),
+        workers=schemas.Workers(
+            running=total("seckill_order_workers"), busy=total("seckill_order_workers_busy")
+        ),
+        queue_depth=total("seckill_order_queue_depth"),
+    )

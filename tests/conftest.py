@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill.process.embedded import EmbeddedRedis
-from seckill.redis.client import close_redis, make_redis
+from seckill.redis.client import RedisClients, connect
+from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
 from tests.helpers.api import ADMIN_TOKEN, make_app
 
@@ -42,12 +43,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory, redis_binary: str | None
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client built like the gateway's own (BlockingConnectionPool), on a flushed server."""
-    client = make_redis(redis_url, Settings())
-    await client.flushall()
-    yield client
-    await close_redis(client)
+async def clients(redis_url: str) -> AsyncIterator[RedisClients]:
+    """The gateway's own two clients (the pooled one and the auto-pipeline),
+    on a flushed server."""
+    made = connect(redis_url)
+    await made.redis.flushall()
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+def redis(clients: RedisClients) -> Redis:
+    """The pooled client (BlockingConnectionPool), on a flushed server."""
+    return clients.redis
+
+
+@pytest.fixture
+def scripts(clients: RedisClients) -> Scripts:
+    """The Lua scripts, registered with the gateway's clients."""
+    return Scripts(clients)
 
 
 @pytest.fixture

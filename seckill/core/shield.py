@@ -16,7 +16,7 @@ import math
 
 from aiolimiter import AsyncLimiter
 
-from seckill.core.limits import Limits
+from seckill.schemas import Limits
 
 HEADROOM = 2.0
 #: seconds: a Retry-After is never longer than this

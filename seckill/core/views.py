@@ -1,13 +1,12 @@
-"""Sale and order views (docs/API.md §4, §5), built from their Redis hashes."""
+"""Sale and order views (docs/API.md §4, §5), built from their Redis hashes
+into the Structs of ``seckill.schemas``."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
+from seckill.schemas import ORDER_STATUSES, AdminSaleView, Order, OrderCounts, SaleView
 from seckill.timefmt import format_rfc3339
-
-ORDER_STATUSES = ("queued", "confirmed", "failed", "cancelled")
 
 
 def now_ms() -> int:
@@ -25,7 +24,7 @@ def sale_status(sale: dict[str, str], at_ms: int) -> str:
     return "active"
 
 
-def public_view(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, Any]:
+def _fields(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, object]:
     ends_at = sale.get("ends_at") or ""
     return {
         "sale_id": sale_id,
@@ -39,21 +38,28 @@ def public_view(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, Any
     }
 
 
-def admin_view(sale_id: str, sale: dict[str, str], at_ms: int) -> dict[str, Any]:
-    view = public_view(sale_id, sale, at_ms)
-    view["orders"] = {s: int(sale.get(f"n_{s}", 0)) for s in ORDER_STATUSES}
-    # The backlog is the queued orders; a "backlog" field an older version left
-    # in the hash is stale and ignored.
-    view["backlog"] = view["orders"]["queued"]
-    return view
+def public_view(sale_id: str, sale: dict[str, str], at_ms: int) -> SaleView:
+    return SaleView(**_fields(sale_id, sale, at_ms))  # type: ignore[arg-type]
 
 
-def order_view(order: dict[str, str]) -> dict[str, Any]:
-    return {
-        "order_id": order["order_id"],
-        "sale_id": order["sale_id"],
-        "user_id": order["user_id"],
-        "quantity": int(order["quantity"]),
-        "status": order["status"],
-        "created_at": format_rfc3339(int(order["created_at"])),
-    }
+def admin_view(sale_id: str, sale: dict[str, str], at_ms: int) -> AdminSaleView:
+    """The public view plus the order counts and the backlog (the queued
+    orders; a "backlog" field an older version left in the hash is stale and
+    ignored)."""
+    counts = {status: int(sale.get(f"n_{status}", 0)) for status in ORDER_STATUSES}
+    return AdminSaleView(
+        **_fields(sale_id, sale, at_ms),  # type: ignore[arg-type]
+        orders=OrderCounts(**counts),
+        backlog=counts["queued"],
+    )
+
+
+def order_view(order: dict[str, str]) -> Order:
+    return Order(
+        order_id=order["order_id"],
+        sale_id=order["sale_id"],
+        user_id=order["user_id"],
+        quantity=int(order["quantity"]),
+        status=order["status"],  # type: ignore[arg-type]
+        created_at=format_rfc3339(int(order["created_at"])),
+    )

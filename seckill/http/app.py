@@ -22,8 +22,7 @@ from seckill.http.state import ADMIN_TOKEN, IDENTIFY, RUNTIME, SETTINGS, Runtime
 from seckill.pipeline.consumer import Pipeline
 from seckill.pipeline.sinks import sink_from_url
 from seckill.redis import peers
-from seckill.redis.autopipe import AutoPipeline
-from seckill.redis.client import close_redis, make_redis
+from seckill.redis.client import connect
 from seckill.redis.events import Listener, publish_sale_changed
 from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
@@ -77,11 +76,12 @@ def create_app(
     )
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-        redis = make_redis(redis_url, settings)
-        pipe = AutoPipeline(redis_url, settings.redis_timeout)
-        rt = Runtime(redis=redis, scripts=Scripts(redis, pipe), pipe=pipe)
+        clients = connect(
+            redis_url, pool_size=settings.redis_pool_size, timeout=settings.redis_timeout
+        )
+        rt = Runtime(clients=clients, scripts=Scripts(clients))
         rt.listener = Listener(
-            redis,
+            clients.redis,
             on_sale_changed=rt.cache.changed,
             on_limits_changed=rt.reload_limits,
             on_subscribed=rt.resubscribed,
@@ -92,8 +92,7 @@ def create_app(
             log.warning("could not read the stored limits yet (%s); will retry", exc)
         app[RUNTIME] = rt
         yield
-        await pipe.aclose()
-        await close_redis(redis)
+        await clients.aclose()
 
     def listen(rt: Runtime) -> Coroutine[Any, Any, None]:
         assert rt.listener is not None
@@ -110,13 +109,7 @@ def create_app(
 
         sink = sink_from_url(settings.sink_url, timeout=settings.delivery_timeout)
         pipeline = Pipeline(
-            rt.redis,
-            rt.scripts,
-            sink,
-            settings,
-            consumer_name(settings, process_index),
-            released,
-            rt.pipe,
+            rt.clients, rt.scripts, sink, settings, consumer_name(settings, process_index), released
         )
         await pipeline.start()
         rt.pipeline = pipeline

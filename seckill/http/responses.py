@@ -23,13 +23,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError, TimeoutError
 
 from seckill.http.errors import SeckillError, Unavailable
+from seckill.schemas import Error, encode
 
 log = logging.getLogger("seckill.http")
 
@@ -48,8 +48,9 @@ REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError)
 def json_response(
     body: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """*body* (a Struct of ``seckill.schemas``, or plain data) as JSON."""
     return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+        body=encode(body), status=status, headers=headers, content_type="application/json"
     )
 
 
@@ -57,7 +58,7 @@ def error_response(
     status: int, code: str, message: str, retry_after: int | None = None
 ) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return json_response({"error": code, "message": message}, status, headers)
+    return json_response(Error(code, message), status, headers)
 
 
 def error_answer(request: web.Request, exc: Exception) -> web.Response:

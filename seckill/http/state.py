@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
 from seckill.core import limits
 from seckill.core.cache import SaleCache
-from seckill.core.limits import Limits
 from seckill.core.shield import LocalShield
 from seckill.http.auth import Identify
 from seckill.pipeline.consumer import Pipeline
-from seckill.redis.autopipe import AutoPipeline
+from seckill.redis.client import RedisClients
 from seckill.redis.events import Listener
 from seckill.redis.scripts import Scripts
+from seckill.schemas import Limits, encode
 from seckill.settings import Settings
 
 log = logging.getLogger("seckill.limits")
@@ -27,10 +26,9 @@ log = logging.getLogger("seckill.limits")
 class Runtime:
     """Mutable per-process state, built by the app's cleanup contexts."""
 
-    redis: Redis
+    #: the pooled client and the auto-pipeline of this process
+    clients: RedisClients
     scripts: Scripts
-    #: the auto-pipelined connection of the hot path (admit, and the pipeline's calls)
-    pipe: AutoPipeline | None = None
     cache: SaleCache = field(default_factory=SaleCache)
     limits: Limits = field(default_factory=Limits)
     shield: LocalShield = field(default_factory=LocalShield)
@@ -38,6 +36,11 @@ class Runtime:
     processes: int = 1
     listener: Listener | None = None
     pipeline: Pipeline | None = None
+
+    @property
+    def redis(self) -> Redis:
+        """The pooled redis-py client (everything but the hot path)."""
+        return self.clients.redis
 
     @property
     def listening(self) -> bool:
@@ -56,7 +59,7 @@ class Runtime:
     def apply_limits(self, new: Limits) -> None:
         if new != self.limits:
             # one line per process: operators (and tests) see when each applied it
-            log.info("limits now in force here: %s", orjson.dumps(new.as_json()).decode())
+            log.info("limits now in force here: %s", encode(new).decode())
         self.limits = new
         self.shield.configure(new, self.processes)
 

@@ -33,14 +33,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import metrics
 from seckill.aiotools import cancel_and_wait, reraise_if_cancelling
 from seckill.pipeline.sinks import Order, Sink, SinkError, one_line
 from seckill.redis import keys
-from seckill.redis.autopipe import AutoPipeline
+from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
 
@@ -78,15 +77,17 @@ def backoff(attempt: int) -> float:
 class Pipeline:
     def __init__(
         self,
-        redis: Redis,
+        clients: RedisClients,
         scripts: Scripts,
         sink: Sink,
         settings: Settings,
         consumer: str,
         on_released: Callable[[str], Awaitable[None]],
-        pipe: AutoPipeline | None = None,
     ) -> None:
-        self.redis, self.scripts, self.sink, self.pipe = redis, scripts, sink, pipe
+        #: blocking reads, claims and the lock go through redis-py; per-order
+        #: commands through the auto-pipeline
+        self.redis, self.pipe = clients.redis, clients.pipe
+        self.scripts, self.sink = scripts, sink
         self.consumer = consumer
         self.workers = settings.order_workers
         self.retries = settings.delivery_retries
@@ -341,10 +342,8 @@ class Pipeline:
             await self._redis_retry(lambda: self.on_released(entry.sale_id))
 
     async def _command(self, *args: str) -> Any:
-        """A plain command, through the auto-pipeline when there is one."""
-        if self.pipe is not None:
-            return await self.pipe.execute(*args)
-        return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+        """A plain command, through the auto-pipeline."""
+        return await self.pipe.execute(*args)
 
     async def _deliver(self, order: Order) -> bool | None:
         """True: delivered. False: the retry budget is spent. None: shutting down

@@ -26,10 +26,15 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.asyncio.connection import (
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -107,15 +112,56 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to connect: what redis-py's URL parser made of the URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    #: a unix socket (``unix://``) instead of host and port
+    path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    #: TLS (``rediss://``), built by redis-py from the URL's ``ssl_*`` options
+    tls: ssl.SSLContext | None = None
+
+
+def endpoint_of(pool: ConnectionPool) -> Endpoint:
+    """The endpoint of *pool*'s connections: the auto-pipeline connects where
+    and as the pooled client does, TLS options and their defaults included."""
+    kwargs, kind = pool.connection_kwargs, pool.connection_class
+    tls: ssl.SSLContext | None = None
+    if issubclass(kind, SSLConnection):
+        # redis-py's own context for these options (cert_reqs, CA, client cert…)
+        tls = kind(**kwargs).ssl_context.get()
+    unix = issubclass(kind, UnixDomainSocketConnection)
+    host = str(kwargs.get("host") or "localhost")
+    return Endpoint(
+        host=host,
+        port=int(kwargs.get("port") or 6379),
+        path=str(kwargs["path"]) if unix else None,
+        db=int(kwargs.get("db") or 0),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        tls=tls,
+    )
+
+
 class AutoPipeline:
     """Pipelined commands to one Redis, for the request path."""
 
-    def __init__(self, url: str, timeout: float) -> None:
-        self.url = url
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self.endpoint = endpoint
         self.timeout = timeout
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float) -> AutoPipeline:
+        """For a URL as redis-py reads it (``redis://``, ``rediss://?ssl_…``, ``unix://``)."""
+        return cls(endpoint_of(ConnectionPool.from_url(url)), timeout)
 
     def execute(self, *args: Arg) -> Awaitable[Any]:
         """The reply to one command, to await. Connected (the usual case), that is
@@ -151,41 +197,29 @@ class AutoPipeline:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        parts = urlsplit(self.url)
+        where = self.endpoint
         try:
-            if parts.scheme == "unix":
-                _, conn = await asyncio.wait_for(
-                    loop.create_unix_connection(_Connection, unquote(parts.path)), self.timeout
-                )
+            if where.path is not None:
+                opening = loop.create_unix_connection(_Connection, where.path)
             else:
-                tls = ssl.create_default_context() if parts.scheme == "rediss" else None
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(
-                        _Connection, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=tls
-                    ),
-                    self.timeout,
-                )
-        except (OSError, TimeoutError) as exc:
+                opening = loop.create_connection(_Connection, where.host, where.port, ssl=where.tls)
+            _, conn = await asyncio.wait_for(opening, self.timeout)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
         sock = conn.transport.get_extra_info("socket") if conn.transport else None
-        if sock is not None:
+        if sock is not None and where.path is None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         setup: list[asyncio.Future[Any]] = []
-        if parts.password:
-            user = unquote(parts.username) if parts.username else None
+        if where.password:
             auth: tuple[Arg, ...] = (
-                ("AUTH", user, unquote(parts.password))
-                if user
-                else (
-                    "AUTH",
-                    unquote(parts.password),
-                )
+                ("AUTH", where.username, where.password)
+                if where.username
+                else ("AUTH", where.password)
             )
             setup.append(conn.send(encode(auth), loop))
-        db = _db_of(parts.path, parts.query)
-        if db:
-            setup.append(conn.send(encode(("SELECT", db)), loop))
+        if where.db:
+            setup.append(conn.send(encode(("SELECT", where.db)), loop))
         try:
             for fut in setup:
                 await asyncio.wait_for(fut, self.timeout)
@@ -216,12 +250,3 @@ class AutoPipeline:
                 conn.fail(RedisTimeoutError(f"Redis did not answer within {self.timeout}s"))
         if conn is not None and not conn.closed:
             self._arm_watchdog()
-
-
-def _db_of(path: str, query: str) -> int:
-    for pair in query.split("&"):
-        key, _, value = pair.partition("=")
-        if key == "db" and value.isdigit():
-            return int(value)
-    db = path.strip("/")
-    return int(db) if db.isdigit() else 0

@@ -1,37 +1,65 @@
-"""The Redis client of one gateway process."""
+"""The two Redis clients of one gateway process, built from one URL.
+
+- ``redis``: redis-py asyncio (hiredis parser) over a BlockingConnectionPool,
+  for everything that is not per request: admin routes, the pipeline's
+  blocking stream reads, pub/sub, locks, heartbeats.
+- ``pipe``: the :class:`~seckill.redis.autopipe.AutoPipeline`, for the hot
+  path (admit.lua) and the pipeline's per-order calls.
+
+Both connect with the options redis-py's URL parser reads from the URL —
+host and port or unix socket, db, user and password, and for ``rediss://``
+the TLS options of the query string (``ssl_cert_reqs``, ``ssl_ca_certs``,
+``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``…) with redis-py's
+defaults: the pipe takes its endpoint from the pool's parsed options.
+
+The blocking pool makes a burst wait briefly for a connection instead of
+failing past ``max_connections``. Automatic retries are off in both: a
+re-sent EVALSHA of admit.lua after a lost reply could admit the same buy
+twice, so a lost connection is a 503 to the client, who may retry with its
+Idempotency-Key.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from seckill.settings import Settings
+from seckill.redis.autopipe import AutoPipeline, endpoint_of
+
+#: defaults of ``--redis-pool-size`` and ``--redis-timeout``
+POOL_SIZE, TIMEOUT = 64, 2.0
 
 
-def make_redis(url: str, settings: Settings) -> Redis:
-    """redis-py asyncio (hiredis parser) over a BlockingConnectionPool.
+@dataclass(frozen=True, slots=True)
+class RedisClients:
+    redis: Redis
+    pipe: AutoPipeline
 
-    The blocking pool makes a burst wait briefly for a connection instead of
-    failing past ``max_connections``. Automatic retries are off: re-sending an
-    EVALSHA of admit.lua after a lost reply could admit the same buy twice, so
-    a lost connection is a 503 to the client, who may retry with its
-    Idempotency-Key.
-    """
+    async def ping(self) -> None:
+        """Both clients answer, or the error of the first that does not."""
+        await asyncio.gather(self.redis.ping(), self.pipe.execute("PING"))
+
+    async def aclose(self) -> None:
+        """Close both, and every pooled connection (an explicit pool is not
+        closed by ``Redis.aclose`` alone)."""
+        await self.pipe.aclose()
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+
+
+def connect(url: str, *, pool_size: int = POOL_SIZE, timeout: float = TIMEOUT) -> RedisClients:
+    """The pooled client and the auto-pipeline for *url* (nothing connects yet)."""
     pool = BlockingConnectionPool.from_url(
         url,
-        max_connections=settings.redis_pool_size,
-        timeout=settings.redis_timeout,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
+        max_connections=pool_size,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         decode_responses=True,
         retry=Retry(NoBackoff(), 0),
     )
-    return Redis(connection_pool=pool)
-
-
-async def close_redis(redis: Redis) -> None:
-    """Close the client and every pooled connection (an explicit pool is not
-    closed by ``Redis.aclose`` alone)."""
-    await redis.aclose()
-    await redis.connection_pool.disconnect()
+    return RedisClients(Redis(connection_pool=pool), AutoPipeline(endpoint_of(pool), timeout))

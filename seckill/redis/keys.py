@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from seckill.schemas import ID_PATTERN, ORDER_ID_PATTERN
+
 PREFIX = "seckill"
 
 #: pub/sub channel on which processes announce restocks and limit changes.
@@ -20,11 +22,8 @@ LIMITS = f"{PREFIX}:limits"
 #: sorted set: live gateway process -> last heartbeat (unix seconds).
 GATEWAYS = f"{PREFIX}:gateways"
 
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
-ID_RE = re.compile(rf"^{ID_PATTERN}$")
-#: the random part of an order id: 16 url-safe characters, never a dot.
-ORDER_TOKEN_PATTERN = r"[A-Za-z0-9_-]{16}"
-ORDER_ID_RE = re.compile(rf"^({ID_PATTERN})\.({ORDER_TOKEN_PATTERN})$")
+ID_RE = re.compile(f"^{ID_PATTERN}$")
+ORDER_ID_RE = re.compile(f"^{ORDER_ID_PATTERN}$")
 
 
 def valid_id(value: str) -> bool:

@@ -6,6 +6,7 @@ EVALSHA and reloads it on NOSCRIPT (a Redis restart or SCRIPT FLUSH).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from dataclasses import dataclass
@@ -14,13 +15,12 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from seckill.core.limits import UNLIMITED, Limits
 from seckill.redis import keys
-from seckill.redis.autopipe import AutoPipeline
+from seckill.redis.client import RedisClients
+from seckill.schemas import UNLIMITED, Limits
 
 
 def lua_source(name: str) -> str:
@@ -116,21 +116,24 @@ def _num(value: float | None) -> str:
 
 
 class Scripts:
-    """The registered scripts of one Redis client.
+    """The scripts, registered with one process's clients.
 
-    With an :class:`AutoPipeline`, admit.lua (the hot path) travels through
-    it; every other script goes through redis-py.
+    The per-order scripts (admit.lua, the hot path; confirm and release)
+    travel through the auto-pipeline; the admin ones (sale_put, cancel)
+    through redis-py's ``Script``. Both reload a script on NOSCRIPT.
     """
 
-    def __init__(self, redis: Redis, pipe: AutoPipeline | None = None) -> None:
-        self._redis = redis
-        self._pipe = pipe
+    def __init__(self, clients: RedisClients) -> None:
+        redis = self._redis = clients.redis
+        self._pipe = clients.pipe
         self._admit: AsyncScript = redis.register_script(lua_source("admit"))
         self._sale_put: AsyncScript = redis.register_script(lua_source("sale_put"))
         self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
         self._release: AsyncScript = redis.register_script(lua_source("release"))
         self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
         self._keys: dict[str, tuple[str, str, str, str]] = {}
+        #: SCRIPT LOADs in flight, by sha
+        self._loading: dict[str, asyncio.Future[Any]] = {}
         self._rates_of: Limits | None = None
         self._rate_args = ("", "")
 
@@ -215,9 +218,7 @@ class Scripts:
         return self._rate_args
 
     async def _run(self, script: AsyncScript, key_list: list[str], args: list[Any]) -> Any:
-        """EVALSHA through the auto-pipeline when there is one, else redis-py."""
-        if self._pipe is None:
-            return await script(keys=key_list, args=args)
+        """EVALSHA through the auto-pipeline; on NOSCRIPT load it and send it again."""
         command = ("EVALSHA", script.sha, len(key_list), *key_list, *args)
         try:
             return await self._pipe.execute(*command)
@@ -225,8 +226,19 @@ class Scripts:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         # Not run (the server lost its scripts, e.g. a restart): load and send again.
-        await self._redis.script_load(script.script)
+        await self._load(script)
         return await self._pipe.execute(*command)
+
+    async def _load(self, script: AsyncScript) -> None:
+        """SCRIPT LOAD *script*, once for every caller that found it missing:
+        a crowd arriving at a restarted Redis would otherwise load it once per
+        buy, each on a pooled connection of its own."""
+        loading = self._loading.get(script.sha)
+        if loading is None:
+            loading = asyncio.ensure_future(self._redis.script_load(script.script))
+            self._loading[script.sha] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(script.sha, None))
+        await asyncio.shield(loading)
 
     async def sale_put(
         self, sale_id: str, fields: dict[str, Any], *, now_ms: int | None = None

@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 from redis.asyncio import Redis
 
-from seckill.core.views import ORDER_STATUSES
 from seckill.redis import keys
+from seckill.schemas import ORDER_STATUSES
 from seckill.tools.admin_client import AdminClientError, call
 
 #: statuses whose units count as sold (held by their user).

@@ -22,6 +22,8 @@ from redis.asyncio import Redis
 
 from seckill.http.state import RUNTIME
 from seckill.redis import keys
+from seckill.redis.autopipe import AutoPipeline
+from seckill.redis.client import RedisClients
 from seckill.settings import Settings
 from tests.helpers.api import ADMIN, create_sale, make_app
 
@@ -420,6 +422,22 @@ async def test_ready_when_redis_answers(client: TestClient) -> None:
         assert time.monotonic() < deadline, "never became ready"
         await asyncio.sleep(0.01)
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_not_ready_when_only_the_hot_path_client_is_cut_off(client: TestClient) -> None:
+    """/readyz asks both Redis clients: with the pooled one fine and the
+    auto-pipeline (every buy's path) unable to connect, it is not ready."""
+    await test_ready_when_redis_answers(client)
+    rt = client.app[RUNTIME]
+    good = rt.clients
+    cut = AutoPipeline.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.5)
+    rt.clients = RedisClients(good.redis, cut)
+    try:
+        await assert_unavailable(await client.get("/readyz"))
+    finally:
+        rt.clients = good
+        await cut.aclose()
+    assert (await client.get("/readyz")).status == 200
 
 
 # --- compressed bodies (Content-Encoding) ------------------------------------------------------

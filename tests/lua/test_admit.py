@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import pytest
 from redis.asyncio import Redis
 
 from seckill.core.limits import Limits
@@ -13,11 +12,6 @@ from seckill.redis import keys
 from seckill.redis.scripts import Admit, SalePut, Scripts, lua_source
 
 T0 = 1_700_000_000_000  # a fixed "now" (2023) in ms for deterministic windows
-
-
-@pytest.fixture
-def scripts(redis: Redis) -> Scripts:
-    return Scripts(redis)
 
 
 async def make_sale(scripts: Scripts, sale_id: str = "s", **fields: object) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from redis.asyncio import Redis
 
 from seckill.core.limits import Limits
 from seckill.redis.scripts import Admit, Scripts
@@ -12,8 +11,7 @@ T0 = 1_700_000_000_000
 
 
 @pytest.fixture
-async def sale(redis: Redis) -> Scripts:
-    scripts = Scripts(redis)
+async def sale(scripts: Scripts) -> Scripts:
     await scripts.sale_put("s", {"stock": 10**9, "per_user_limit": 10**6}, now_ms=T0)
     return scripts
 

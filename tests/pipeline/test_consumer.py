@@ -16,6 +16,7 @@ from seckill.http.state import RUNTIME
 from seckill.pipeline.consumer import GROUP, Pipeline
 from seckill.pipeline.sinks import sink_from_url
 from seckill.redis import keys
+from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
 from tests.helpers.api import ADMIN, create_sale, make_app
@@ -176,8 +177,7 @@ async def test_backlog_bound_answers_overloaded_then_resumes(
     assert len(await crowd(client, "p7", ["late"])) == 1
 
 
-async def test_replayed_confirm_and_release_change_nothing(redis: Redis) -> None:
-    scripts = Scripts(redis)
+async def test_replayed_confirm_and_release_change_nothing(redis: Redis, scripts: Scripts) -> None:
     await scripts.sale_put("p8", {"stock": 5})
     a = await scripts.admit("p8", "a", 1)
     b = await scripts.admit("p8", "b", 1)
@@ -203,9 +203,9 @@ async def test_replayed_confirm_and_release_change_nothing(redis: Redis) -> None
 
 
 async def test_reclaimer_takes_over_a_dead_consumers_entries(
-    redis: Redis, settings: Settings, tmp_path: Path
+    clients: RedisClients, scripts: Scripts, settings: Settings, tmp_path: Path
 ) -> None:
-    scripts = Scripts(redis)
+    redis = clients.redis
     await scripts.sale_put("p9", {"stock": 10})
     await redis.sadd(keys.SALES_INDEX, "p9")
     orders = [await scripts.admit("p9", f"u{i}", 1) for i in range(6)]
@@ -213,7 +213,7 @@ async def test_reclaimer_takes_over_a_dead_consumers_entries(
     # a process read them and died before delivering
     await redis.xreadgroup(GROUP, "dead", {keys.stream("p9"): ">"})
     sink = sink_from_url(f"sqlite:///{tmp_path}/o.db")
-    pipeline = Pipeline(redis, scripts, sink, settings, "alive", _noop)
+    pipeline = Pipeline(clients, scripts, sink, settings, "alive", _noop)
     await pipeline.start()
     try:
         await until(lambda: bool(pipeline.sales), 5, "the sale discovered")

@@ -114,6 +114,8 @@ def test_cli_sale_create_and_show(gateway2: Gateway) -> None:
         (["sale", "create", "x", "--stock", "-1"], "--stock"),
         (["sale", "create", "x"], "--stock"),
         (["sale", "create", "x", "--stock", "1", "--starts-at", "soon"], "starts_at"),
+        (["sale", "create", "x", "--stock", "1", "--name", "n" * 201], "$.name"),
+        (["sale", "create", "x", "--stock", str(10**12 + 1)], "--stock"),
     ],
 )
 def test_cli_sale_bad_input(gateway2: Gateway, args: list[str], fragment: str) -> None:

@@ -69,11 +69,6 @@ def write_sink(
 
 
 @pytest.fixture
-def scripts(redis: Redis) -> Scripts:
-    return Scripts(redis)
-
-
-@pytest.fixture
 async def state(redis: Redis, scripts: Scripts, tmp_path: Path) -> State:
     """stock 10, per_user_limit 2; every order final; a sink that agrees."""
     put = await scripts.sale_put(SALE, {"stock": 10, "per_user_limit": 2})

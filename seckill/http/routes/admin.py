@@ -14,20 +14,19 @@ from seckill.http import errors
 from seckill.http.auth import check_admin
 from seckill.http.responses import json_response
 from seckill.http.state import ADMIN_TOKEN, RUNTIME
-from seckill.http.validate import integer, json_object, path_id
+from seckill.http.validate import ADMIN_BODY_LIMIT, body_as, path_id
 from seckill.redis import keys
 from seckill.redis.events import publish_limits_changed, publish_sale_changed
 from seckill.redis.scripts import Cancel, SalePut
+from seckill.schemas import (
+    MAX_LISTED_SALES,
+    AdminSaleView,
+    LimitsUpdate,
+    SaleList,
+    SaleUpdate,
+    to_builtins,
+)
 from seckill.timefmt import parse_rfc3339
-
-ADMIN_BODY_LIMIT = 16 * 1024
-#: stays exact in Lua's doubles (2^53) with room to spare.
-MAX_STOCK = 10**12
-MAX_PER_USER_LIMIT = 1_000_000
-MAX_NAME = 200
-#: ``GET /admin/v1/sales`` lists at most this many sales (the first by id)
-MAX_LISTED_SALES = 1000
-SALE_FIELDS = frozenset({"name", "stock", "starts_at", "ends_at", "per_user_limit"})
 
 log = logging.getLogger("seckill.sales")
 routes = web.RouteTableDef()
@@ -37,30 +36,15 @@ def _admin(request: web.Request) -> None:
     check_admin(request, request.app[ADMIN_TOKEN])
 
 
-def sale_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """Validate a PUT body; return the fields given, times in ms (None = null)."""
-    unknown = set(body) - SALE_FIELDS
-    if unknown:
-        raise errors.InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}.")
-    fields: dict[str, Any] = {}
-    if "name" in body:
-        name = body["name"]
-        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
-            raise errors.InvalidRequest(f"name must be a string of 1 to {MAX_NAME} characters.")
-        fields["name"] = name
-    if "stock" in body:
-        fields["stock"] = integer(body, "stock", 0, MAX_STOCK)
-    if "per_user_limit" in body:
-        fields["per_user_limit"] = integer(body, "per_user_limit", 1, MAX_PER_USER_LIMIT)
+def lua_fields(update: SaleUpdate) -> dict[str, Any]:
+    """The fields of a PUT body as sale_put.lua takes them: the fields given,
+    times in ms (None = null)."""
+    fields: dict[str, Any] = to_builtins(update)  # UNSET fields are left out
     for name in ("starts_at", "ends_at"):
-        if name in body:
-            value = body[name]
-            if value is None:
-                fields[name] = None
-                continue
+        if fields.get(name) is not None:
             try:
-                fields[name] = parse_rfc3339(value)
-            except (TypeError, ValueError):
+                fields[name] = parse_rfc3339(fields[name])
+            except ValueError:
                 raise errors.InvalidRequest(
                     f"{name} must be an RFC 3339 timestamp with an offset, or null."
                 ) from None
@@ -71,7 +55,7 @@ def sale_fields(body: dict[str, Any]) -> dict[str, Any]:
 async def put_sale(request: web.Request) -> web.Response:
     _admin(request)
     sale_id = path_id(request, "sale_id")
-    fields = sale_fields(await json_object(request, ADMIN_BODY_LIMIT, required=True))
+    fields = lua_fields(await body_as(request, SaleUpdate, ADMIN_BODY_LIMIT))
     rt = request.app[RUNTIME]
     result = await rt.scripts.sale_put(sale_id, fields)
     if result.outcome is SalePut.MISSING_STOCK:
@@ -104,7 +88,7 @@ async def list_sales(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
     sale_ids = sorted(members)[:MAX_LISTED_SALES]
-    views: list[dict[str, Any]] = []
+    views: list[AdminSaleView] = []
     if sale_ids:
         async with rt.redis.pipeline(transaction=False) as pipe:
             for sale_id in sale_ids:
@@ -116,7 +100,7 @@ async def list_sales(request: web.Request) -> web.Response:
             for sale_id, sale in zip(sale_ids, rows, strict=True)
             if sale  # in the index, but its hash is gone: not a sale any more
         ]
-    return json_response({"sales": views, "truncated": len(members) > MAX_LISTED_SALES})
+    return json_response(SaleList(views, truncated=len(members) > MAX_LISTED_SALES))
 
 
 @routes.get("/admin/v1/sales/{sale_id}")
@@ -141,23 +125,23 @@ async def get_stats(request: web.Request) -> web.Response:
 @routes.get("/admin/v1/limits")
 async def get_limits(request: web.Request) -> web.Response:
     _admin(request)
-    return json_response((await limits.load(request.app[RUNTIME].redis)).as_json())
+    return json_response(await limits.load(request.app[RUNTIME].redis))
 
 
 @routes.put("/admin/v1/limits")
 async def put_limits(request: web.Request) -> web.Response:
     """Change the fields given; every process applies it within a second."""
     _admin(request)
-    body = await json_object(request, ADMIN_BODY_LIMIT, required=True)
-    try:
-        changes = limits.parse_changes(body)
-    except limits.LimitsError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
+    changes = await body_as(request, LimitsUpdate, ADMIN_BODY_LIMIT)
+    if not to_builtins(changes):
+        raise errors.InvalidRequest(
+            f"Give at least one of: {', '.join(LimitsUpdate.__struct_fields__)}."
+        )
     rt = request.app[RUNTIME]
     stored = await limits.store(rt.redis, changes)
     rt.apply_limits(stored)
     await publish_limits_changed(rt.redis)
-    return json_response(stored.as_json())
+    return json_response(stored)
 
 
 @routes.post("/admin/v1/orders/{order_id}/cancel")

@@ -6,7 +6,6 @@ import functools
 import logging
 import time
 
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -21,39 +20,26 @@ from seckill.http.responses import (
     json_response,
 )
 from seckill.http.state import IDENTIFY, RUNTIME, SETTINGS, Runtime
-from seckill.http.validate import (
-    CUSTOMER_BODY_LIMIT,
-    IDEMPOTENCY_KEY_RE,
-    integer,
-    json_object,
-    path_id,
-)
+from seckill.http.validate import CUSTOMER_BODY_LIMIT, IDEMPOTENCY_KEY_RE, body_as, path_id
 from seckill.redis import keys
 from seckill.redis.scripts import Admit, AdmitResult
+from seckill.schemas import Accepted, BuyRequest, Error, encode
 
-#: quantity is capped by the sale's per_user_limit inside admit.lua; this bound
-#: only keeps absurd numbers out of Redis.
-MAX_QUANTITY = 1_000_000
+#: the body of a buy without one
+ONE_UNIT = BuyRequest()
 
 log = logging.getLogger("seckill.sales")
 routes = web.RouteTableDef()
 
 
 def _accepted(sale_id: str, result: AdmitResult) -> web.Response:
-    body = {
-        "order_id": result.order_id,
-        "sale_id": sale_id,
-        "quantity": result.quantity,
-        "status": result.status,
-    }
+    body = Accepted(result.order_id, sale_id, result.quantity, result.status)  # type: ignore[arg-type]
     return json_response(body, 202, {"Location": f"/api/v1/orders/{result.order_id}"})
 
 
 #: the answers given without Redis, encoded once (the hot refusals of a sale)
-_SOLD_OUT = orjson.dumps({"error": errors.SoldOut.code, "message": errors.SoldOut.message})
-_RATE_LIMITED = orjson.dumps(
-    {"error": errors.RateLimited.code, "message": errors.RateLimited.message}
-)
+_SOLD_OUT = encode(Error(errors.SoldOut.code, errors.SoldOut.message))
+_RATE_LIMITED = encode(Error(errors.RateLimited.code, errors.RateLimited.message))
 
 
 #: the headers of those answers, built once: aiohttp copies them per response
@@ -102,9 +88,7 @@ async def buy(request: web.Request) -> web.Response:
         user_id = app[IDENTIFY](request)
         quantity = 1
         if request.body_exists:
-            body = await json_object(request, CUSTOMER_BODY_LIMIT, required=False)
-            if "quantity" in body:
-                quantity = integer(body, "quantity", 1, MAX_QUANTITY)
+            quantity = (await body_as(request, BuyRequest, CUSTOMER_BODY_LIMIT, ONE_UNIT)).quantity
         idem = request.headers.get("Idempotency-Key")
         if idem is not None and not IDEMPOTENCY_KEY_RE.match(idem):
             raise errors.InvalidRequest("Idempotency-Key must be 1 to 64 printable characters.")

@@ -10,6 +10,7 @@ from seckill import metrics
 from seckill.core import limits
 from seckill.http.state import RUNTIME
 from seckill.redis import keys
+from seckill.schemas import to_builtins
 
 routes = web.RouteTableDef()
 
@@ -33,7 +34,7 @@ async def get_metrics(request: web.Request) -> web.Response:
         for sale_id, (left, total, backlog) in zip(sale_ids, rows, strict=True):
             if left is not None:
                 sales[sale_id] = {"stock_left": left, "stock_total": total, "backlog": backlog}
-    body, content_type = metrics.render(sales, (await limits.load(rt.redis)).as_json())
+    body, content_type = metrics.render(sales, to_builtins(await limits.load(rt.redis)))
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
     return resp
