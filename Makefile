@@ -45,6 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check seckill tests loadtest
 	$(BIN)/ruff format --check seckill tests loadtest
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format seckill tests loadtest

@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from seckill.pipeline.consumer import PipelineOptions
 
 AuthMode = Literal["header", "jwt"]
 
@@ -57,6 +60,17 @@ class Settings:
     @property
     def sink_url(self) -> str:
         return self.order_sink or f"sqlite:///{(self.data_dir / 'orders.db').resolve()}"
+
+    def pipeline_options(self) -> PipelineOptions:
+        from seckill.pipeline.consumer import PipelineOptions
+
+        return PipelineOptions(
+            workers=self.order_workers,
+            queue_size=self.queue_size,
+            delivery_timeout=self.delivery_timeout,
+            delivery_retries=self.delivery_retries,
+            redis_timeout=self.redis_timeout,
+        )
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

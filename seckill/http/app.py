@@ -109,7 +109,12 @@ def create_app(
 
         sink = sink_from_url(settings.sink_url, timeout=settings.delivery_timeout)
         pipeline = Pipeline(
-            rt.clients, rt.scripts, sink, settings, consumer_name(settings, process_index), released
+            rt.clients,
+            rt.scripts,
+            sink,
+            settings.pipeline_options(),
+            consumer_name(settings, process_index),
+            released,
         )
         await pipeline.start()
         rt.pipeline = pipeline

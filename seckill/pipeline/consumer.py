@@ -41,7 +41,6 @@ from seckill.pipeline.sinks import Order, Sink, SinkError, one_line
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
-from seckill.settings import Settings
 
 log = logging.getLogger("seckill.pipeline")
 
@@ -74,13 +73,26 @@ def backoff(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    """One process's pipeline knobs (``Settings.pipeline_options()`` fills
+    them from ``--order-workers``, ``--queue-size``, ``--delivery-timeout``,
+    ``--delivery-retries`` and ``--redis-timeout``)."""
+
+    workers: int
+    queue_size: int
+    delivery_timeout: float
+    delivery_retries: int
+    redis_timeout: float
+
+
 class Pipeline:
     def __init__(
         self,
         clients: RedisClients,
         scripts: Scripts,
         sink: Sink,
-        settings: Settings,
+        options: PipelineOptions,
         consumer: str,
         on_released: Callable[[str], Awaitable[None]],
     ) -> None:
@@ -89,12 +101,12 @@ class Pipeline:
         self.redis, self.pipe = clients.redis, clients.pipe
         self.scripts, self.sink = scripts, sink
         self.consumer = consumer
-        self.workers = settings.order_workers
-        self.retries = settings.delivery_retries
-        self.delivery_timeout = settings.delivery_timeout
+        self.workers = options.workers
+        self.retries = options.delivery_retries
+        self.delivery_timeout = options.delivery_timeout
         # a blocking read must end well before the socket timeout
-        self.block_ms = max(10, min(1000, int(settings.redis_timeout * 500)))
-        self.queue: asyncio.Queue[Entry] = asyncio.Queue(settings.queue_size)
+        self.block_ms = max(10, min(1000, int(options.redis_timeout * 500)))
+        self.queue: asyncio.Queue[Entry] = asyncio.Queue(options.queue_size)
         self.on_released = on_released
         self.sales: set[str] = set()
         #: entries read by this process and not yet acknowledged, per sale

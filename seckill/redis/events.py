@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import orjson
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -33,12 +33,12 @@ LIMITS_CHANGED = "limits"
 
 async def publish_sale_changed(redis: Redis, sale_id: str) -> None:
     await redis.publish(
-        keys.EVENTS_CHANNEL, orjson.dumps({"event": SALE_CHANGED, "sale_id": sale_id})
+        keys.EVENTS_CHANNEL, msgspec.json.encode({"event": SALE_CHANGED, "sale_id": sale_id})
     )
 
 
 async def publish_limits_changed(redis: Redis) -> None:
-    await redis.publish(keys.EVENTS_CHANNEL, orjson.dumps({"event": LIMITS_CHANGED}))
+    await redis.publish(keys.EVENTS_CHANNEL, msgspec.json.encode({"event": LIMITS_CHANGED}))
 
 
 class Listener:
@@ -81,11 +81,13 @@ class Listener:
 
     async def _handle(self, data: object) -> None:
         try:
-            event = orjson.loads(data)  # type: ignore[arg-type]
+            if not isinstance(data, str | bytes):
+                raise TypeError(type(data).__name__)
+            event = msgspec.json.decode(data)
             kind = event.get("event")
             if kind == SALE_CHANGED:
                 self.on_sale_changed(str(event["sale_id"]))
             elif kind == LIMITS_CHANGED:
                 await self.on_limits_changed()
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        except (msgspec.DecodeError, AttributeError, KeyError, TypeError):
             log.warning("ignoring malformed event %r", data)

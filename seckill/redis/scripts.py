@@ -14,7 +14,7 @@ from enum import IntEnum
 from importlib import resources
 from typing import Any
 
-import orjson
+import msgspec
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -245,7 +245,7 @@ class Scripts:
     ) -> SalePutResult:
         reply: list[Any] = await self._sale_put(
             keys=[keys.sale(sale_id)],
-            args=[orjson.dumps(fields), "" if now_ms is None else now_ms, sale_id],
+            args=[msgspec.json.encode(fields), "" if now_ms is None else now_ms, sale_id],
         )
         outcome = SalePut(int(reply[0]))
         if outcome is SalePut.STOCK_CONFLICT:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jwt
-import orjson
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -33,7 +33,7 @@ USER = {"X-User-Id": "alice"}
 async def error_of(resp: Any) -> tuple[int, str]:
     """(status, code) of an error answer, checking it is the contract's JSON shape."""
     assert resp.content_type == "application/json", await resp.text()
-    body = orjson.loads(await resp.read())
+    body = msgspec.json.decode(await resp.read())
     assert isinstance(body, dict) and set(body) == {"error", "message"}, body
     assert isinstance(body["error"], str)
     assert isinstance(body["message"], str) and body["message"].strip()
@@ -284,7 +284,7 @@ def bearer(value: str) -> dict[str, str]:
 
 
 def b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(msgspec.json.encode(data)).rstrip(b"=").decode()
 
 
 def soon() -> int:

@@ -213,7 +213,7 @@ async def test_reclaimer_takes_over_a_dead_consumers_entries(
     # a process read them and died before delivering
     await redis.xreadgroup(GROUP, "dead", {keys.stream("p9"): ">"})
     sink = sink_from_url(f"sqlite:///{tmp_path}/o.db")
-    pipeline = Pipeline(clients, scripts, sink, settings, "alive", _noop)
+    pipeline = Pipeline(clients, scripts, sink, settings.pipeline_options(), "alive", _noop)
     await pipeline.start()
     try:
         await until(lambda: bool(pipeline.sales), 5, "the sale discovered")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import functools
 
-import orjson
 from aiohttp import web
 
 from seckill.http.openapi import document
+from seckill.schemas import encode
 
 routes = web.RouteTableDef()
 
 
 @functools.cache
 def _body() -> bytes:
-    return orjson.dumps(document())
+    return encode(document())
 
 
 @routes.get("/openapi.json")

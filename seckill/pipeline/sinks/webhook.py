@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
+import msgspec
 
 from seckill.pipeline.sinks import Order, SinkError, created_at_text, one_line, safe_url
 
@@ -19,7 +19,7 @@ USER_AGENT = "seckill-order-sink/1"
 
 def order_body(order: Order) -> bytes:
     created_at = created_at_text(order)
-    return orjson.dumps(
+    return msgspec.json.encode(
         {
             "order_id": order.order_id,
             "sale_id": order.sale_id,
