@@ -33,8 +33,9 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (None: gone)."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, from the state
+    on (None: gone); ``[11]`` and ``[12]`` are utime and stime in ticks."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -45,8 +46,16 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 def alive(pid: int) -> bool:
     """True while *pid* exists and is not a zombie."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    """The command line of *pid*, arguments joined by spaces ('' if gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def children_of(pid: int) -> list[int]:
@@ -54,7 +63,7 @@ def children_of(pid: int) -> list[int]:
     kids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
+            fields = stat_fields(int(entry.name))
             if fields is not None and int(fields[1]) == pid:
                 kids.append(int(entry.name))
     return sorted(kids)

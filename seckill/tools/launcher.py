@@ -197,6 +197,7 @@ class GatewayProcess(ChildProcess):
     def __init__(
         self,
         *flags: str,
+        name: str = "gateway",
         host: str = HOST,
         port: int | None = None,
         admin_token: str | None = None,
@@ -228,7 +229,7 @@ class GatewayProcess(ChildProcess):
             env=gateway_env(
                 {"SECKILL_ADMIN_TOKEN": self.admin_token, **(env or {})}, operator=operator
             ),
-            name="gateway",
+            name=name,
             log_path=log_path,
             cwd=cwd,
             terminal=terminal,

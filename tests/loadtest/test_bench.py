@@ -21,7 +21,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from loadtest.bench import LINE_RE, BenchError, Measurement, WrkResult, parse_wrk_output
+from loadtest.bench.client import Admin, http_status
+from loadtest.bench.console import BenchError
+from loadtest.bench.measurement import LINE_RE, Measurement
+from loadtest.bench.sampling import cpu_seconds, loadavg, machine_busy_s, memory_kb
+from loadtest.bench.servers import Server, start_bare
+from loadtest.bench.wrk import WrkResult, parse_wrk_output
+from seckill.process.procs import alive, free_port
+from seckill.tools.admin_client import AdminClientError
+from seckill.tools.launcher import ChildProcess, gateway_env
+from tests.helpers.gateway import wait_for
 
 pytestmark = pytest.mark.multiprocess
 
@@ -83,6 +92,92 @@ def test_bench_line_format() -> None:
     m.ratio_to_bare = 0.6123
     assert m.line() == "bench admit-2p-c256 rps=34113 p50_ms=1.60 p99_ms=6.61 ratio_to_bare=0.61"
     assert LINE_RE.match(m.line())
+
+
+def test_proc_readings_of_this_process_and_of_a_gone_one() -> None:
+    me = memory_kb(os.getpid())
+    assert me["VmHWM"] >= me["VmRSS"] > 0
+    assert (cpu_seconds(os.getpid()) or 0.0) > 0.0
+    assert len(loadavg()) == 3
+    assert machine_busy_s() > 0.0
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    assert memory_kb(gone.pid) == {} and cpu_seconds(gone.pid) is None
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_launched_yardstick_is_sampled_by_role(tmp_path: Path, processes: int) -> None:
+    """One process serves itself; with two, the leader supervises and its two
+    spawned children serve. Every process's peak RSS is kept, and stop()
+    leaves none of them behind."""
+    server = start_bare(f"bare-{processes}p", processes, tmp_path / "bare.log")
+    try:
+        server.wait_ready()
+        roles = server.sampler.pids()
+        top = server.child.pid
+        if processes == 1:
+            assert roles == {"worker": [top]}
+        else:
+            assert roles["supervisor"] == [top] and len(roles["worker"]) == 2
+            assert set(roles) == {"supervisor", "worker"}
+        rows = server.sampler.snapshot()
+        assert sorted(row["pid"] for row in rows) == sorted(p for ps in roles.values() for p in ps)
+        assert all(row["rss_kb"] > 0 and row["cpu_s"] is not None for row in rows)
+        assert http_status("POST", f"{server.url}/api/v1/sales/bare/orders") == 202
+    finally:
+        code = server.stop()
+    assert code == 0, server.log_tail()
+    assert [row["role"] for row in server.sampler.peaks()].count("worker") == processes
+    assert all(row["hwm_kb"] > 0 for row in server.sampler.peaks())
+    pids = [row["pid"] for row in rows]
+    wait_for(lambda: not any(alive(pid) for pid in pids), 10, "every process to be gone")
+    assert (tmp_path / "bare.log").exists()
+
+
+def test_a_server_that_exits_while_starting_is_one_bench_error(tmp_path: Path) -> None:
+    child = ChildProcess(
+        [sys.executable, "-c", "import sys; print('port taken'); sys.exit(3)"],
+        env=gateway_env(), name="bare-1p", log_path=tmp_path / "bare.log",
+    )  # fmt: skip
+    server = Server("bare-1p", 1, free_port(), child, lambda: False, "/healthz 200")
+    try:
+        with pytest.raises(BenchError, match=r"bare-1p exited with code 3 .*port taken"):
+            server.wait_ready()
+    finally:
+        assert server.stop() == 3
+
+
+class _FakeGateway:
+    """What Admin uses of a GatewayProcess: ``admin()``, answering *answer*."""
+
+    def __init__(self, answer: tuple[int, object] | Exception) -> None:
+        self.answer = answer
+
+    def admin(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def _admin(answer: tuple[int, object] | Exception) -> Admin:
+    return Admin(_FakeGateway(answer))  # type: ignore[arg-type]
+
+
+def test_admin_calls_end_the_run_on_an_unexpected_answer() -> None:
+    ok = _admin((200, {"stock_total": 10, "stock_left": 4}))
+    assert ok.sold("s1") == 6 and ok.stock_left("s1") == 4
+    refused = _admin((503, {"error": "unavailable"}))
+    with pytest.raises(BenchError, match="GET /admin/v1/sales/s1 answered 503"):
+        refused.sale("s1")
+    assert refused.stock_left("s1") is None
+    unreachable = _admin(AdminClientError("cannot reach the gateway", 2))
+    with pytest.raises(BenchError, match="PUT /admin/v1/limits: cannot reach the gateway"):
+        unreachable.limits({"rate": 1})
+    assert unreachable.stock_left("s1") is None  # the watcher asks again
+
+
+def test_nothing_listening_is_status_0() -> None:
+    assert http_status("GET", f"http://127.0.0.1:{free_port()}/healthz") == 0
 
 
 async def _wrk_against_counter(wrk: str, users: int) -> tuple[Counter[str], WrkResult]:

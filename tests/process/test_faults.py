@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from seckill.process.procs import children_of
+from seckill.process.procs import children_of, cmdline
 from tests.helpers.api import ADMIN
 from tests.helpers.gateway import Gateway, until
 from tests.helpers.webhook import Webhook
@@ -64,7 +64,7 @@ async def test_kill_9_mid_drain_loses_nothing(
             gw.proc.wait(10)
         else:
             child = children_of(gw.proc.pid)
-            workers = [p for p in child if "multiprocessing" in _cmd(p)]
+            workers = [p for p in child if "multiprocessing" in cmdline(p)]
             os.kill(workers[0], signal.SIGKILL)
         delivered_at_kill = len(webhook.delivered)
         assert delivered_at_kill < STOCK, "the drain finished before the kill; slow the webhook"
@@ -91,10 +91,3 @@ async def test_kill_9_mid_drain_loses_nothing(
 async def _drained(url: str) -> bool:
     sale = await admin_sale(url, "k9")
     return bool(sale["orders"]["confirmed"] == STOCK and sale["backlog"] == 0)
-
-
-def _cmd(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""

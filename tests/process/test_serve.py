@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import redis as redis_sync
 
-from seckill.process.procs import alive, children_of, free_port
+from seckill.process.procs import alive, children_of, cmdline, free_port
 from tests.helpers.api import ADMIN, ADMIN_TOKEN
 from tests.helpers.gateway import Gateway, wait_for
 
@@ -221,7 +221,7 @@ async def test_embedded_server_keeps_everything_across_restarts(
             r = await s.put(f"{gw.url}/admin/v1/sales/keep", json={"stock": 50}, headers=ADMIN)
             assert r.status == 201
         orders = [await _buy(gw.url, "keep", f"u{i}") for i in range(20)]
-        server_pids = [p for p in children_of(gw.proc.pid) if "server" in _cmd(p)]
+        server_pids = [p for p in children_of(gw.proc.pid) if "server" in cmdline(p)]
         assert len(server_pids) == 1
         if how == "sigterm":
             assert gw.stop() == 0
@@ -240,10 +240,3 @@ async def test_embedded_server_keeps_everything_across_restarts(
             stored = await _order(again.url, order["order_id"], f"u{i}")
             assert stored["status"] in ("queued", "confirmed")
         assert again.stop() == 0
-
-
-def _cmd(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""

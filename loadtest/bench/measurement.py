@@ -1,0 +1,92 @@
+"""One measurement: a scenario at P processes and C connections, what wrk saw,
+what /proc said before and after, and the line docs/API.md §8 promises.
+
+``bench <scenario>-<P>p-c<C> rps=<n> p50_ms=<x> p99_ms=<y> ratio_to_bare=<r>``
+is a public contract: :data:`LINE_RE` is what the tests hold it to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from loadtest.bench.wrk import WrkResult
+
+LINE_RE = re.compile(
+    r"^bench (bare|admit|sold_out|rate_limited|mixed_spike)-[12]p-c(64|256) "
+    r"rps=\d+ p50_ms=[\d.]+ p99_ms=[\d.]+ ratio_to_bare=[\d.]+$"
+)
+
+
+@dataclasses.dataclass
+class Measurement:
+    scenario: str
+    processes: int
+    connections: int
+    wrk: WrkResult
+    wrk_cpu_s: float
+    rss_start: list[dict[str, Any]]
+    rss_end: list[dict[str, Any]]
+    errors: dict[str, Any]
+    extra: dict[str, Any]
+    loadavg: float
+    #: the name of the server it ran against
+    service: str = ""
+    ratio_to_bare: float = 0.0
+    #: CPU cores busy with processes this benchmark did not start (other
+    #: work on the machine: the noise in the figures), over the measured run.
+    other_cores: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.scenario}-{self.processes}p-c{self.connections}"
+
+    def line(self) -> str:
+        return (
+            f"bench {self.key} rps={round(self.wrk.rps)} p50_ms={self.wrk.ms('p50'):.2f} "
+            f"p99_ms={self.wrk.ms('p99'):.2f} ratio_to_bare={self.ratio_to_bare:.2f}"
+        )
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds by role (worker, supervisor, redis, wrk) over the measured run."""
+        start = {row["pid"]: row for row in self.rss_start}
+        spent: dict[str, float] = {}
+        for row in self.rss_end:
+            first = start.get(row["pid"])
+            if first is None or row["cpu_s"] is None or first["cpu_s"] is None:
+                continue
+            spent[row["role"]] = spent.get(row["role"], 0.0) + row["cpu_s"] - first["cpu_s"]
+        spent["wrk"] = self.wrk_cpu_s
+        return spent
+
+    def cpu_us_per_request(self) -> dict[str, float]:
+        """CPU µs per request, by role, over the measured run (warm-up excluded)."""
+        n = max(1, self.wrk.requests)
+        return {role: round(sec * 1e6 / n, 1) for role, sec in self.cpu_seconds().items()}
+
+    def as_json(self) -> dict[str, Any]:
+        w = self.wrk
+        return {
+            "key": self.key,
+            "line": self.line(),
+            "scenario": self.scenario,
+            "processes": self.processes,
+            "connections": self.connections,
+            "service": self.service,
+            "requests": w.requests,
+            "duration_s": round(w.duration_s, 3),
+            "rps": round(w.rps, 1),
+            "latency_ms": {k: round(v / 1000.0, 3) for k, v in w.latency_us.items()},
+            "ratio_to_bare": round(self.ratio_to_bare, 3),
+            "wrk_errors": w.errors,
+            "non2xx": w.non2xx,
+            "errors": self.errors,
+            "cpu_us_per_request": self.cpu_us_per_request(),
+            "cpu_s": {k: round(v, 3) for k, v in self.cpu_seconds().items()},
+            "other_cores": round(self.other_cores, 2),
+            "rss_start": self.rss_start,
+            "rss_end": self.rss_end,
+            "loadavg_1m_before": self.loadavg,
+            **self.extra,
+        }
