@@ -2,7 +2,7 @@
 
 The page and its assets are static and public (they hold no data); what they
 show comes from the admin API, which the page calls with the token the
-operator enters. Only the files of the ``seckill.dashboard`` package are
+operator enters. Only the files of the ``seckill.http.dashboard`` package are
 served, by exact name, read once and kept in memory.
 """
 
