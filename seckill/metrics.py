@@ -100,7 +100,7 @@ QUEUE_DEPTH = Gauge(
 
 #: buys since the last flush, per (sale, outcome), and the like. The request
 #: path and the delivery workers only bump plain numbers: a multiprocess counter,
-#: gauge or histogram costs mmap writes under a lock (~6 µs a buy, measured), so
+#: gauge or histogram costs mmap writes under a lock (docs/performance.md), so
 #: they are updated in bulk by ``flush()``, every FLUSH_INTERVAL and before a
 #: scrape; live gauges (queue depth, busy workers) are sampled then too.
 FLUSH_INTERVAL = 0.25

@@ -35,7 +35,7 @@ ends with one line per measurement:
 same run), then a table, and writes every figure (errors, statuses, RSS and
 CPU per process, the machine) to ``<out-dir>/bench-<UTC time>.json`` and
 ``<out-dir>/latest.json`` (default ``var/bench``), and a Markdown table for
-the README to ``<out-dir>/latest.md``.
+docs/performance.md to ``<out-dir>/latest.md``.
 
 ``BENCH_DURATION`` (whole seconds, default 10) sets the measured time;
 ``BENCH_QUICK=1`` is a smoke run (1 s runs, 1 s warm-ups). Errors: socket

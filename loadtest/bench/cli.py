@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> Options:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
-        description="The seckill benchmark (docs/API.md §8). See the module docstring.",
+        description="The seckill benchmark (docs/API.md §8; docs/performance.md explains it).",
     )
     parser.add_argument(
         "--scenarios",

@@ -1,7 +1,7 @@
 """What a run leaves behind: the table and RSS lines printed at the end, then
 the §8 lines (last, so a script can take the tail), and the files in the
 output directory: ``bench-<UTC time>.json`` and ``latest.json`` with every
-figure, ``latest.md`` with the table for the README."""
+figure, ``latest.md`` with the table for docs/performance.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The error tree: each error carries its HTTP status and contract code.
 
-Handlers raise these; one wrapper around every handler (``seckill.responses``)
+Handlers raise these; one wrapper around every handler (``seckill.http.responses``)
 turns them, and aiohttp's own HTTP exceptions, into
 ``{"error": code, "message": text}``.
 """

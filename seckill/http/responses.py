@@ -7,9 +7,8 @@ answered as a JSON 500 — a bug, never a traceback on the wire.
 
 Why a handler wrapper and not an aiohttp middleware: any app middleware makes
 aiohttp add its own ``_fix_request_current_app`` middleware and run both as
-coroutines around every request. Same-run A/B with ``make bench``'s
-``sold_out`` (2 processes, 64 connections): 0.82–0.84 × bare with a single
-no-op middleware, 0.89–0.91 without, ~2–3 µs of ~27 µs of worker CPU. So
+coroutines around every request: a measurable share of a cheap refusal's
+cost (the same-run A/B is in docs/performance.md, "no app middleware"). So
 :func:`add_routes` wraps each handler once, at startup, in :func:`json_errors`,
 and answers what no handler owns — an unknown path (404) or a method a path
 does not take (405 with ``Allow``) — with routes of its own, through the same

@@ -43,11 +43,11 @@ def freeze_startup_objects() -> None:
     later garbage collection.
 
     Why: a full (gen 2) collection walks every tracked object, and a started
-    worker holds a few hundred thousand of them, almost all from imports. Under
-    load that walk ran a few times a second and took 23-29 ms each time, every
-    request of the process waiting behind it: measured, ``admit`` at 256
-    connections went from p99 41 ms to 29 ms and from 19.1k to 20.7k req/s
-    with this call. Collections still run, over what was allocated later.
+    worker holds a few hundred thousand of them, almost all from imports.
+    Under load that walk ran a few times a second, tens of milliseconds each
+    time, and every request of the process waited behind it (the p99 it cost
+    is in docs/performance.md). Collections still run, over what was
+    allocated later.
     """
     gc.collect()
     gc.freeze()

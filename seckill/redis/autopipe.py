@@ -2,19 +2,19 @@
 turn goes out in one write on one connection, and the replies come back in
 one read, parsed by hiredis.
 
-Why: through redis-py a buy costs ~110 µs of client CPU (pool checkout,
-command packing, a read per reply), three times the whole bare HTTP request.
-Here concurrent buys share a socket write and a socket read, and a reply is
-matched to its caller by order (Redis answers a connection's commands in
-order). Each command is still its own atomic EVALSHA: pipelining changes how
-commands travel, never what one does, and an error reply fails only its own
-caller.
+Why: through redis-py most of a buy's client CPU went to the pool checkout,
+command packing and a read per reply — more than the whole bare HTTP request
+(figures: docs/performance.md, "auto-pipelining"). Here concurrent buys
+share a socket write and a socket read, and a reply is matched to its caller
+by order (Redis answers a connection's commands in order). Each command is
+still its own atomic EVALSHA: pipelining changes how commands travel, never
+what one does, and an error reply fails only its own caller.
 
 Failure rules (the same as the pooled client): nothing is ever re-sent — a
-re-sent admit could admit twice — so a lost connection or a reply slower than
-``timeout`` fails every caller waiting on that connection with
-redis-py's ``ConnectionError``/``TimeoutError`` (→ 503), and the connection is replaced
-on the next call.
+re-sent admit could admit twice — so a lost connection or a reply slower
+than ``timeout`` fails every caller waiting on that connection with
+redis-py's ``ConnectionError``/``TimeoutError`` (→ 503), and the connection
+is replaced on the next call.
 """
 
 from __future__ import annotations
