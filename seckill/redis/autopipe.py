@@ -39,6 +39,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from seckill.aiotools import reraise_if_cancelling
+
 Arg = str | int | float | bytes
 
 
@@ -47,6 +49,10 @@ def encode(args: tuple[Arg, ...] | list[Arg]) -> bytes:
     by hiredis in C: three times faster than doing it in Python."""
     packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
     return packed
+
+
+#: seconds aclose() waits for the socket to be let go
+CLOSE_WAIT = 1.0
 
 
 class _Connection(asyncio.Protocol):
@@ -59,6 +65,8 @@ class _Connection(asyncio.Protocol):
         self.buffer: list[bytes] = []
         self.flush_scheduled = False
         self.closed = False
+        #: done once the transport has let go of its socket
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: duck-type it
@@ -83,6 +91,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def fail(self, exc: Exception) -> None:
         """Fail every waiting caller and close: the connection is out of step."""
@@ -157,6 +167,7 @@ class AutoPipeline:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, timeout: float) -> AutoPipeline:
@@ -176,12 +187,23 @@ class AutoPipeline:
         return await conn.send(encode(args), asyncio.get_running_loop())
 
     async def aclose(self) -> None:
+        """Close for good: fail what waits, drop a connection still being
+        opened, and wait (briefly) until the socket is let go — a loop closed
+        right after would otherwise leave a TLS shutdown, and its socket,
+        half done."""
+        self._closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        if self._conn is not None:
-            self._conn.fail(RedisConnectionError("client closed"))
-            self._conn = None
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisConnectionError):
+                await self._connecting
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.fail(RedisConnectionError("client closed"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conn.lost), CLOSE_WAIT)
 
     # -- connecting ------------------------------------------------------------
 
@@ -191,6 +213,10 @@ class AutoPipeline:
         fut = self._connecting
         try:
             return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            reraise_if_cancelling()  # this caller was cancelled: its own business
+            # the attempt was cancelled under it, by aclose()
+            raise RedisConnectionError("client closed") from None
         finally:
             if fut.done():
                 self._connecting = None
@@ -226,6 +252,12 @@ class AutoPipeline:
         except (ResponseError, TimeoutError, RedisConnectionError) as exc:
             conn.fail(RedisConnectionError(f"Redis refused the connection setup: {exc}"))
             raise RedisConnectionError(f"Redis refused the connection setup: {exc}") from None
+        except BaseException:  # cancelled (aclose) mid-setup: close it, not the GC
+            conn.fail(RedisConnectionError("client closed"))
+            raise
+        if self._closed:  # closed while this connection was being opened
+            conn.fail(RedisConnectionError("client closed"))
+            raise RedisConnectionError("client closed")
         self._conn = conn
         self._arm_watchdog()
         return conn

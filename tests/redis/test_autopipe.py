@@ -4,8 +4,10 @@ with their own caller, timeouts and lost connections fail fast."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -116,6 +118,34 @@ async def test_unreachable_is_a_connection_error() -> None:
     with pytest.raises(ConnectionError):
         await pipe.execute("PING")
     await pipe.aclose()
+
+
+async def test_aclose_while_connecting_lets_go_of_the_socket() -> None:
+    """A client closed while its connection is still being set up (AUTH not
+    answered yet): the caller fails, and the socket is closed, not left to
+    the garbage collector (seen as an unclosed transport at a later test)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        pipe = AutoPipeline.from_url(f"redis://:secret@127.0.0.1:{port}/0", timeout=5.0)
+        call = asyncio.ensure_future(pipe.execute("PING"))
+        accepted: list[socket.socket] = []
+
+        def arrived() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                accepted.append(listener.accept()[0])
+            return bool(accepted)
+
+        await until(arrived, 5, "the client to connect")
+        (server_side,) = accepted
+        with server_side:
+            await until(lambda: server_side.recv(64, socket.MSG_PEEK), 5, "the AUTH")
+            await pipe.aclose()
+            with pytest.raises(ConnectionError):
+                await call
+            server_side.settimeout(5)
+            while server_side.recv(64):  # the AUTH, then EOF: the client closed it
+                pass
 
 
 @pytest.mark.fault
