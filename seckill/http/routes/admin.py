@@ -1,4 +1,4 @@
-"""Admin API (docs/API.md §5): create, update and read sales. Bearer token on every route."""
+"""Admin API (docs/API.md §5): sales, cancels, limits and stats. Bearer token on every route."""
 
 from __future__ import annotations
 
