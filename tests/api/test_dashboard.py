@@ -36,6 +36,7 @@ from seckill import schemas
 from seckill.http.routes import dashboard as dashboard_route
 from seckill.redis import keys
 from tests.helpers.api import ADMIN, ADMIN_TOKEN, create_sale
+from tests.helpers.ci import missing as lacking
 from tests.helpers.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,10 +287,7 @@ def browser_or_skip() -> None:
     if importlib.util.find_spec("playwright") is None:
         missing.append("playwright (the dev extra)")
     if missing:
-        message = "the browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        lacking("the browser test needs " + " and ".join(missing))
 
 
 @contextlib.asynccontextmanager

@@ -11,24 +11,16 @@ import ssl
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from seckill.process.procs import free_port
 from seckill.tools.launcher import ChildProcess, LaunchError, gateway_env
-
-
-def skip_or_fail(problem: str) -> None:
-    """Skip for want of a binary; under CI (which installs them) fail instead."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{problem}. CI is set, so this fails instead of skipping.")
-    pytest.skip(problem)
+from tests.helpers.ci import missing
 
 
 def redis_server_binary() -> str:
     """Debian's redis-server (or SECKILL_TEST_REDIS_SERVER) and openssl, or a skip."""
     binary = os.environ.get("SECKILL_TEST_REDIS_SERVER") or shutil.which("redis-server")
     if binary is None or shutil.which("openssl") is None:
-        skip_or_fail("redis-server and openssl are needed for the TLS tests")
+        missing("redis-server and openssl are needed for the TLS tests")
     assert binary is not None
     return binary
 
@@ -86,7 +78,7 @@ class TlsRedis:
             self.server.wait_until(self._answers, 15, "a TLS PING answer")
         except LaunchError:
             if "TLS support" in self.server.output():
-                skip_or_fail(f"{self.binary} is built without TLS")
+                missing(f"{self.binary} is built without TLS")
             raise
         return self.port
 

@@ -15,7 +15,6 @@ seen to fail.
 from __future__ import annotations
 
 import bisect
-import os
 import posixpath
 import re
 import shutil
@@ -26,6 +25,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+
+from tests.helpers.ci import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,9 +249,7 @@ def repo_files(pattern: str | None = None) -> list[str]:
     from the root, ``.venv`` left out."""
     git = shutil.which("git")
     if git is None or not (ROOT / ".git").exists():
-        if os.environ.get("CI"):
-            pytest.fail("the docs checks need a git checkout and git")
-        pytest.skip("not a git checkout, or no git")
+        missing("the docs checks need a git checkout and git")
     argv = [git, "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
     if pattern is not None:
         argv += ["--", pattern]
