@@ -22,12 +22,16 @@ DEMO_SALE = {"name": "Demo flash sale", "stock": 100, "per_user_limit": 1}
 
 
 def _take(flags: list[str], name: str, env: str, default: str) -> str:
-    """The value of ``--name`` (removed from *flags*), else ``$env``, else *default*."""
-    if name in flags:
-        i = flags.index(name)
-        value = flags[i + 1] if i + 1 < len(flags) else default
-        del flags[i : i + 2]
-        return value
+    """The value of ``--name V`` or ``--name=V`` (removed from *flags*), else
+    ``$env``, else *default*."""
+    for i, flag in enumerate(flags):
+        if flag == name:
+            value = flags[i + 1] if i + 1 < len(flags) else default
+            del flags[i : i + 2]
+            return value
+        if flag.startswith(f"{name}="):
+            del flags[i]
+            return flag.split("=", 1)[1]
     return os.environ.get(env) or default
 
 
