@@ -2,7 +2,7 @@
 
 Under a blast far above the configured rate, most of the excess is refused
 here, without a Redis call. Sizing: each process takes the sale's rate and
-burst, split over the live gateway processes (``seckill.peers``), times
+burst, split over the live gateway processes (``seckill.redis.peers``), times
 ``HEADROOM``. With SO_REUSEPORT (or a load balancer) spreading connections
 evenly, a process sees about 1/n of the traffic and is allowed twice that, so
 the shield only refuses what the exact, cluster-wide bucket in admit.lua would

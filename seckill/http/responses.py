@@ -40,7 +40,7 @@ _HTTP_CODES = {
     413: ("payload_too_large", "The request body is too large."),
 }
 
-#: what a lost, hung or still-loading Redis raises through redis-py and seckill.autopipe
+#: what a lost, hung or still-loading Redis raises through redis-py and seckill.redis.autopipe
 REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError)
 
 

@@ -1,7 +1,9 @@
 """The Lua scripts, loaded once, with typed wrappers.
 
-Each ``lua/*.lua`` file is one script. redis-py's ``Script`` calls it by
-EVALSHA and reloads it on NOSCRIPT (a Redis restart or SCRIPT FLUSH).
+Each ``lua/*.lua`` file is one script, called by EVALSHA and loaded again on
+NOSCRIPT (a Redis restart or SCRIPT FLUSH): the per-order scripts through the
+auto-pipeline (:meth:`Scripts._run`), the admin ones through redis-py's
+``Script``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""seckill.invariants and ``python -m loadtest.check``: a clean state passes, each
+"""seckill.tools.invariants and ``python -m loadtest.check``: a clean state passes, each
 breach of docs/API.md §6 fails under its own name, with the numbers."""
 
 from __future__ import annotations
