@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REDIS_SERVER ?= $(shell command -v redis-server 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format clean loadtest bench
+.PHONY: install run demo test lint format clean loadtest bench faults soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,3 +56,12 @@ clean:
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run
+
+# The fault matrix (docs/faults.md): one sale sold to a crowd per fault;
+# FAULTS_ARGS="--rows redis-sigstop,sink-slow" narrows it.
+faults: $(STAMP)
+	$(BIN)/python -m loadtest.faults $(FAULTS_ARGS)
+
+# The soak (docs/faults.md): SOAK_ARGS="--minutes 2" shortens it.
+soak: $(STAMP)
+	$(BIN)/python -m loadtest.soak $(SOAK_ARGS)
