@@ -1,0 +1,402 @@
+"""The soak: minutes of mixed load at a fixed rate, watching for growth.
+
+    python -m loadtest.soak [--minutes 10] [--rate N | --capacity-seconds 10]
+        [--interval 30] [--processes 2] [--concurrency 64]
+
+It starts ``seckill serve --processes N`` (through the launcher: embedded
+Valkey, SQLite sink, a temporary data dir) and three sales: ``soldout``
+(100 units, gone in the first second: then 409s), ``hot`` (a big stock,
+per-user limit 5) and ``limited`` (a big stock, per-user limit 1, few users:
+409 limit_reached), under a cluster-wide token bucket (``--sale-rate`` per
+sale: most buys of the big sales get 429). The load is a mix: buys on the
+three sales, reads of orders bought (by their own user) and of sales.
+
+Without ``--rate`` it first measures the capacity of this machine with the
+same mix for ``--capacity-seconds`` at full concurrency (client included:
+it runs here too), and runs at half of it.
+
+Every ``--interval`` seconds one table row: requests/s achieved, p50/p99
+latency of that interval, errors (5xx and transport), RSS of the gateway's
+Python processes and of its Redis, open fds of the gateway's processes.
+The verdict compares the last third of the samples with the first third
+(the median of each):
+``flat`` when gateway RSS, fds and p99 each moved less than ±10 % (p99 and
+fds also pass within a small absolute slack: 2 ms, 4 fds); Redis RSS is
+reported, not judged (it holds every order admitted). Exit 0 when flat, 1
+when something grew, 2 on bad usage (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import aiohttp
+import click
+from aiolimiter import AsyncLimiter
+
+from loadtest.bench.sampling import ProcessSampler
+from seckill.tools.launcher import GatewayProcess, LaunchError
+
+#: (sale id, stock, per-user limit, users drawn from)
+SALES = (
+    ("soldout", 100, 1, 100_000),
+    ("hot", 10_000_000, 5, 20_000),
+    ("limited", 10_000_000, 1, 300),
+)
+#: the mix: (kind, weight)
+MIX = (
+    ("buy:soldout", 40),
+    ("buy:hot", 25),
+    ("buy:limited", 10),
+    ("read:order", 15),
+    ("read:sale", 10),
+)
+REQUEST_TIMEOUT = 10.0
+#: the verdict: relative band, and absolute slack for p99 (ms) and fds
+BAND, P99_SLACK_MS, FD_SLACK = 0.10, 2.0, 4
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"soak: error: {message}", err=True)
+    sys.exit(2)
+
+
+@dataclass
+class Window:
+    """What one sampling interval saw."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    minute: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    gateway_rss_mb: float
+    redis_rss_mb: float
+    fds: int
+
+    def cells(self) -> list[str]:
+        return [
+            f"{self.minute:.1f}",
+            f"{self.rps:.0f}",
+            f"{self.p50_ms:.1f}",
+            f"{self.p99_ms:.1f}",
+            str(self.errors),
+            f"{self.gateway_rss_mb:.1f}",
+            f"{self.redis_rss_mb:.1f}",
+            str(self.fds),
+        ]
+
+
+HEADER = ["min", "req/s", "p50 ms", "p99 ms", "errors", "gw RSS MB", "redis RSS MB", "fds"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+class Load:
+    """The mixed load, paced by a limiter (None: as fast as *concurrency* allows)."""
+
+    def __init__(self, url: str, concurrency: int, seed: int = 7) -> None:
+        self.url = url
+        self.concurrency = concurrency
+        self.rnd = random.Random(seed)
+        self.kinds = [k for k, w in MIX for _ in range(w)]
+        self.bought: deque[tuple[str, str]] = deque(maxlen=2000)
+        self.window = Window()
+        self.seq = itertools.count()
+
+    def take_window(self) -> Window:
+        window, self.window = self.window, Window()
+        return window
+
+    def _request(self) -> tuple[str, str, dict[str, str], Any]:
+        kind = self.rnd.choice(self.kinds)
+        if kind == "read:order" and self.bought:
+            order_id, user = self.bought[self.rnd.randrange(len(self.bought))]
+            return "GET", f"/api/v1/orders/{order_id}", {"X-User-Id": user}, None
+        if kind.startswith("read"):
+            sale = self.rnd.choice(SALES)[0]
+            return "GET", f"/api/v1/sales/{sale}", {}, None
+        sale = kind.split(":", 1)[1]
+        users = next(s[3] for s in SALES if s[0] == sale)
+        user = f"s{self.rnd.randrange(users)}"
+        return "POST", f"/api/v1/sales/{sale}/orders", {"X-User-Id": user}, None
+
+    async def run(self, seconds: float, limiter: AsyncLimiter | None) -> int:
+        """Load for *seconds*; the number of requests answered."""
+        deadline = time.monotonic() + seconds
+        answered = 0
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        connector = aiohttp.TCPConnector(limit=self.concurrency)
+
+        async def one(session: aiohttp.ClientSession) -> None:
+            nonlocal answered
+            method, path, headers, body = self._request()
+            t0 = time.perf_counter()
+            try:
+                async with session.request(
+                    method, self.url + path, headers=headers, json=body
+                ) as r:
+                    data = await r.read()
+                    status = r.status
+            except (TimeoutError, aiohttp.ClientError):
+                self.window.errors += 1
+                return
+            self.window.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            key = str(status)
+            self.window.by_status[key] = self.window.by_status.get(key, 0) + 1
+            answered += 1
+            if status >= 500:
+                self.window.errors += 1
+            elif status == 202 and b"order_id" in data:
+                order_id = json.loads(data)["order_id"]
+                self.bought.append((order_id, headers["X-User-Id"]))
+
+        async def worker(session: aiohttp.ClientSession) -> None:
+            while time.monotonic() < deadline:
+                if limiter is not None:
+                    await limiter.acquire()
+                    if time.monotonic() >= deadline:
+                        return
+                await one(session)
+
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await asyncio.gather(*(worker(session) for _ in range(self.concurrency)))
+        return answered
+
+
+def sample(sampler: ProcessSampler, window: Window, seconds: float, minute: float) -> Sample:
+    gateway_kb = redis_kb = 0
+    fds = 0
+    for row in sampler.snapshot():
+        if row["role"] == "redis":
+            redis_kb += row["rss_kb"]
+        else:
+            gateway_kb += row["rss_kb"]
+            fds += open_fds(row["pid"])
+    lat = window.latencies_ms
+    return Sample(
+        minute,
+        len(lat) / seconds if seconds > 0 else 0.0,
+        statistics.median(lat) if lat else 0.0,
+        percentile(lat, 0.99),
+        window.errors,
+        gateway_kb / 1024,
+        redis_kb / 1024,
+        fds,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    flat: bool
+    lines: list[str]
+
+
+def verdict(samples: list[Sample]) -> Verdict:
+    """Last third against first third (the median of each): gateway RSS, fds and
+    p99 within the band."""
+    if len(samples) < 3:
+        return Verdict(False, ["too few samples for a verdict (need 3): run longer"])
+    third = max(1, len(samples) // 3)
+    first, last = samples[:third], samples[-third:]
+    lines = []
+    flat = True
+    for name, get, slack in (
+        ("gateway RSS MB", lambda s: s.gateway_rss_mb, 0.0),
+        ("fds", lambda s: float(s.fds), float(FD_SLACK)),
+        ("p99 ms", lambda s: s.p99_ms, P99_SLACK_MS),
+        ("redis RSS MB", lambda s: s.redis_rss_mb, None),
+    ):
+        # medians: one noisy interval (another job on the machine) does not decide
+        a = statistics.median(get(s) for s in first)
+        b = statistics.median(get(s) for s in last)
+        change = (b - a) / a if a else 0.0
+        if slack is None:
+            lines.append(f"{name}: {a:.1f} → {b:.1f} ({change:+.1%}; reported, not judged)")
+            continue
+        ok = abs(change) <= BAND or abs(b - a) <= slack
+        flat = flat and ok
+        lines.append(f"{name}: {a:.1f} → {b:.1f} ({change:+.1%}) {'flat' if ok else 'MOVED'}")
+    return Verdict(flat, lines)
+
+
+WIDTHS = [max(len(h), 7) for h in HEADER]
+
+
+def row_line(cells: list[str]) -> str:
+    return "  ".join(c.rjust(w) for c, w in zip(cells, WIDTHS, strict=True))
+
+
+def table(samples: list[Sample]) -> Iterator[str]:
+    """The header, a rule, and one line per sample (fixed widths: printed as it goes)."""
+    yield row_line(HEADER)
+    yield "  ".join("-" * w for w in WIDTHS)
+    for s in samples:
+        yield row_line(s.cells())
+
+
+def set_up(gateway: GatewayProcess, sale_rate: float) -> None:
+    for sale, stock, limit, _ in SALES:
+        status, body = gateway.admin(
+            "PUT", f"/admin/v1/sales/{sale}", {"stock": stock, "per_user_limit": limit}
+        )
+        if status != 201:
+            raise LaunchError(f"creating sale {sale} answered {status}: {body}")
+    status, body = gateway.admin(
+        "PUT", "/admin/v1/limits", {"rate": sale_rate, "burst": max(1, int(sale_rate))}
+    )
+    if status != 200:
+        raise LaunchError(f"setting the limits answered {status}: {body}")
+
+
+async def soak(
+    gateway: GatewayProcess,
+    processes: int,
+    minutes: float,
+    rate: float | None,
+    capacity_seconds: float,
+    interval: float,
+    concurrency: int,
+) -> tuple[float, float | None, list[Sample]]:
+    load = Load(gateway.url, concurrency)
+    capacity = None
+    if rate is None:
+        click.echo(f"measuring capacity for {capacity_seconds:.0f}s…", err=True)
+        answered = await load.run(capacity_seconds, None)
+        load.take_window()
+        capacity = answered / capacity_seconds
+        rate = max(1.0, capacity / 2)
+    click.echo(
+        f"soak: {minutes:g} min at {rate:.0f} req/s"
+        + (f" (half of the {capacity:.0f} req/s measured)" if capacity else ""),
+        err=True,
+    )
+    limiter = AsyncLimiter(max(1.0, rate / 20), 0.05)
+    sampler = ProcessSampler(gateway.pid, processes)
+    samples: list[Sample] = []
+    end = time.monotonic() + minutes * 60
+    started = time.monotonic()
+    for line in table([]):
+        click.echo(line)
+    while (left := end - time.monotonic()) > 1:
+        span = min(interval, left)
+        t0 = time.monotonic()
+        await load.run(span, limiter)
+        s = sample(
+            sampler, load.take_window(), time.monotonic() - t0, (time.monotonic() - started) / 60
+        )
+        samples.append(s)
+        click.echo(row_line(s.cells()))
+        if not gateway.running():
+            raise LaunchError(f"the gateway exited during the soak: {gateway.tail()}")
+    return rate, capacity, samples
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--minutes", type=click.FloatRange(0.1, 24 * 60), default=10.0, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(1, 100_000),
+    default=None,
+    help="Requests/s to hold (default: half the capacity measured first).",
+)
+@click.option("--capacity-seconds", type=click.FloatRange(2, 120), default=10.0, show_default=True)
+@click.option(
+    "--interval",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds between samples.",
+)
+@click.option("--processes", type=click.IntRange(1, 16), default=2, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=64, show_default=True)
+@click.option(
+    "--sale-rate",
+    type=click.FloatRange(1, 100_000),
+    default=50.0,
+    show_default=True,
+    help="Each sale's token bucket, buys/s (the rest get 429).",
+)
+def main(
+    minutes: float,
+    rate: float | None,
+    capacity_seconds: float,
+    interval: float,
+    processes: int,
+    concurrency: int,
+    sale_rate: float,
+) -> None:
+    """Soak a gateway with mixed load; exit 0 when RSS, fds and p99 stay flat."""
+    if interval > minutes * 60 / 3:
+        fail(f"--interval {interval:g}s leaves fewer than 3 samples in {minutes:g} min")
+    gateway = GatewayProcess("--processes", str(processes), "--max-backlog", "0", name="soak")
+    try:
+        gateway.wait_ready()
+        set_up(gateway, sale_rate)
+        rate, _, samples = asyncio.run(
+            soak(gateway, processes, minutes, rate, capacity_seconds, interval, concurrency)
+        )
+    except LaunchError as exc:
+        fail(str(exc))
+    finally:
+        gateway.kill()
+    result = verdict(samples)
+    for line in result.lines:
+        click.echo(f"  {line}")
+    click.echo(f"verdict: {'flat' if result.flat else 'NOT flat'} ({len(samples)} samples)")
+    sys.exit(0 if result.flat else 1)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run() -> None:
+    """Entry point: usage errors as one line and exit 2; SIGTERM stops like Ctrl-C."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("soak: interrupted; the gateway is stopped", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        run()

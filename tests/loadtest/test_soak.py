@@ -1,0 +1,89 @@
+"""``make soak`` (docs/faults.md): the verdict, bad input, and a short real run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.soak import Sample, verdict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def samples(rss: list[float], fds: int = 100, p99: float = 20.0) -> list[Sample]:
+    return [Sample(i / 2, 1000, 1.0, p99, 0, mb, 10.0 + i, fds) for i, mb in enumerate(rss)]
+
+
+def test_flat_when_nothing_grows() -> None:
+    result = verdict(samples([160, 161, 160, 162, 161, 160]))
+    assert result.flat, result.lines
+    assert result.lines[0] == "gateway RSS MB: 160.5 → 160.5 (+0.0%) flat"
+    assert result.lines[-1].startswith("redis RSS MB: ")  # reported, not judged
+
+
+def test_growing_rss_is_not_flat() -> None:
+    result = verdict(samples([160, 165, 175, 185, 195, 205]))
+    assert not result.flat
+    assert result.lines[0] == "gateway RSS MB: 162.5 → 200.0 (+23.1%) MOVED"
+
+
+def test_one_noisy_interval_does_not_decide() -> None:
+    noisy = samples([160] * 9)  # thirds of 3: the median of each decides
+    noisy[-1] = Sample(4.5, 1000, 1.0, 90.0, 0, 160, 10, 100)  # one spike of p99
+    assert verdict(noisy).flat
+
+
+def test_small_absolute_moves_of_fds_and_p99_pass() -> None:
+    a = samples([160] * 3, fds=20, p99=4.0)
+    b = samples([160] * 3, fds=23, p99=5.5)  # +15 % fds, +37 % p99: inside the slack
+    assert verdict(a + b).flat
+
+
+def test_too_few_samples() -> None:
+    assert not verdict(samples([160, 160])).flat
+
+
+def soak(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest.soak", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SECKILL_")},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--minutes", "1", "--interval", "30"], "fewer than 3 samples"),
+        (["--minutes", "0"], "--minutes"),
+        (["--rate", "0"], "--rate"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str) -> None:
+    done = soak(*args)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("soak: error: "), done.stderr
+    assert says in lines[0]
+
+
+@pytest.mark.multiprocess
+def test_a_short_soak_samples_and_judges() -> None:
+    """12 s at 200 req/s, a sample every 3 s: the table has a row per sample
+    with live figures, and a verdict line."""
+    done = soak("--minutes", "0.2", "--interval", "3", "--rate", "200", timeout=90)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    rows = [line.split() for line in lines[2:] if line.strip() and line.split()[0][0].isdigit()]
+    assert len(rows) >= 3, done.stdout
+    for r in rows:
+        rps, errors, gw_rss, fds = float(r[1]), int(r[4]), float(r[5]), int(r[7])
+        assert 100 < rps < 300 and errors == 0 and gw_rss > 20 and fds > 5, done.stdout
+    assert lines[-1].startswith("verdict: "), done.stdout
