@@ -41,13 +41,15 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import aiohttp
 import click
 from aiolimiter import AsyncLimiter
 
-from loadtest.bench.sampling import ProcessSampler
+from loadtest.bench.sampling import ProcessSampler, loadavg
 from seckill.tools.launcher import GatewayProcess, LaunchError
 
 #: (sale id, stock, per-user limit, users drawn from)
@@ -93,6 +95,11 @@ class Sample:
     gateway_rss_mb: float
     redis_rss_mb: float
     fds: int
+    #: of those fds, connections to Redis (the pools grow on demand up to
+    #: --redis-pool-size per process)
+    redis_conns: int = 0
+    #: the machine's 1-minute load average (other jobs move p99)
+    load: float = 0.0
 
     def cells(self) -> list[str]:
         return [
@@ -104,10 +111,15 @@ class Sample:
             f"{self.gateway_rss_mb:.1f}",
             f"{self.redis_rss_mb:.1f}",
             str(self.fds),
+            str(self.redis_conns),
+            f"{self.load:.1f}",
         ]
 
 
-HEADER = ["min", "req/s", "p50 ms", "p99 ms", "errors", "gw RSS MB", "redis RSS MB", "fds"]
+HEADER = [
+    "min", "req/s", "p50 ms", "p99 ms", "errors", "gw RSS MB", "redis RSS MB", "fds",
+    "to redis", "load",
+]  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -117,11 +129,31 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def open_fds(pid: int) -> int:
+def open_fds(pid: int) -> list[str]:
+    """What each open fd of *pid* points at ("socket:[inode]", a path, …)."""
+    base = f"/proc/{pid}/fd"
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
+        names = os.listdir(base)
     except OSError:
-        return 0
+        return []
+    targets = []
+    for name in names:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            targets.append(os.readlink(f"{base}/{name}"))
+    return targets
+
+
+def sockets_to(port: int) -> set[str]:
+    """Inodes of the established TCP sockets whose remote port is *port*
+    (/proc/net/tcp and tcp6), as "socket:[inode]"."""
+    found = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table_path).read_text().splitlines()[1:]:
+                f = line.split()
+                if len(f) > 9 and f[3] == "01" and int(f[2].rsplit(":", 1)[1], 16) == port:
+                    found.add(f"socket:[{f[9]}]")
+    return found
 
 
 class Load:
@@ -196,15 +228,18 @@ class Load:
         return answered
 
 
-def sample(sampler: ProcessSampler, window: Window, seconds: float, minute: float) -> Sample:
+def sample(
+    sampler: ProcessSampler, window: Window, seconds: float, minute: float, redis_port: int
+) -> Sample:
     gateway_kb = redis_kb = 0
-    fds = 0
+    fds: list[str] = []
     for row in sampler.snapshot():
         if row["role"] == "redis":
             redis_kb += row["rss_kb"]
         else:
             gateway_kb += row["rss_kb"]
             fds += open_fds(row["pid"])
+    to_redis = sockets_to(redis_port) if redis_port else set()
     lat = window.latencies_ms
     return Sample(
         minute,
@@ -214,7 +249,9 @@ def sample(sampler: ProcessSampler, window: Window, seconds: float, minute: floa
         window.errors,
         gateway_kb / 1024,
         redis_kb / 1024,
-        fds,
+        len(fds),
+        sum(1 for f in fds if f in to_redis),
+        float(loadavg()[0]),
     )
 
 
@@ -305,6 +342,7 @@ async def soak(
     )
     limiter = AsyncLimiter(max(1.0, rate / 20), 0.05)
     sampler = ProcessSampler(gateway.pid, processes)
+    redis_port = urlsplit(gateway.redis_url).port or 0
     samples: list[Sample] = []
     end = time.monotonic() + minutes * 60
     started = time.monotonic()
@@ -314,9 +352,8 @@ async def soak(
         span = min(interval, left)
         t0 = time.monotonic()
         await load.run(span, limiter)
-        s = sample(
-            sampler, load.take_window(), time.monotonic() - t0, (time.monotonic() - started) / 60
-        )
+        minute = (time.monotonic() - started) / 60
+        s = sample(sampler, load.take_window(), time.monotonic() - t0, minute, redis_port)
         samples.append(s)
         click.echo(row_line(s.cells()))
         if not gateway.running():

@@ -86,4 +86,5 @@ def test_a_short_soak_samples_and_judges() -> None:
     for r in rows:
         rps, errors, gw_rss, fds = float(r[1]), int(r[4]), float(r[5]), int(r[7])
         assert 100 < rps < 300 and errors == 0 and gw_rss > 20 and fds > 5, done.stdout
+        assert 0 < int(r[8]) < fds, done.stdout  # some of the fds are connections to Redis
     assert lines[-1].startswith("verdict: "), done.stdout
