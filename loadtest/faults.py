@@ -267,7 +267,9 @@ async def crowd(
                         tally.unknown += 1
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 tally.answers[f"error {type(exc).__name__}"] += 1
-                tally.unknown += 1
+                # a connection never made sent nothing: the buy surely did not happen
+                if not isinstance(exc, aiohttp.ClientConnectorError):
+                    tally.unknown += 1
                 await asyncio.sleep(0.05)  # a refused connection answers at once
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
