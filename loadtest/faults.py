@@ -38,6 +38,7 @@ import random
 import secrets
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -558,6 +559,17 @@ async def sink_slow(bench: Bench) -> None:
     bench.receiver.delay = 0
 
 
+async def sqlite_locked(bench: Bench) -> None:
+    """Another writer holds the SQLite sink's database (BEGIN EXCLUSIVE) for 10 s."""
+    db = sqlite3.connect(bench.data_dir / "orders.db", timeout=10, check_same_thread=False)
+    try:
+        await asyncio.to_thread(db.execute, "BEGIN EXCLUSIVE")
+        await asyncio.sleep(10)  # the outage
+        await asyncio.to_thread(db.rollback)
+    finally:
+        db.close()
+
+
 async def child_kill9(bench: Bench) -> None:
     """One gateway process (a child of the supervisor) gets SIGKILL."""
     assert bench.gateway is not None
@@ -605,6 +617,7 @@ ROWS = {
             webhook=True,
             flags=("--delivery-timeout", "1", "--delivery-retries", "2"),
         ),
+        Row("sqlite-locked", sqlite_locked),
         Row("child-kill9", child_kill9),
         Row("gateway-kill9", gateway_kill9),
     )

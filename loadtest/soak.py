@@ -185,12 +185,14 @@ class Load:
         user = f"s{self.rnd.randrange(users)}"
         return "POST", f"/api/v1/sales/{sale}/orders", {"X-User-Id": user}, None
 
-    async def run(self, seconds: float, limiter: AsyncLimiter | None) -> int:
-        """Load for *seconds*; the number of requests answered."""
+    async def run(
+        self, session: aiohttp.ClientSession, seconds: float, limiter: AsyncLimiter | None
+    ) -> int:
+        """Load for *seconds* over *session* (one for the whole soak: its
+        keep-alive connections stay open between samples, as a real client
+        pool's would); the number of requests answered."""
         deadline = time.monotonic() + seconds
         answered = 0
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
 
         async def one(session: aiohttp.ClientSession) -> None:
             nonlocal answered
@@ -223,9 +225,14 @@ class Load:
                         return
                 await one(session)
 
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            await asyncio.gather(*(worker(session) for _ in range(self.concurrency)))
+        await asyncio.gather(*(worker(session) for _ in range(self.concurrency)))
         return answered
+
+    def session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.concurrency),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+        )
 
 
 def sample(
@@ -328,10 +335,26 @@ async def soak(
     concurrency: int,
 ) -> tuple[float, float | None, list[Sample]]:
     load = Load(gateway.url, concurrency)
+    async with load.session() as session:
+        return await _soak(
+            gateway, load, session, processes, minutes, rate, capacity_seconds, interval
+        )
+
+
+async def _soak(
+    gateway: GatewayProcess,
+    load: Load,
+    session: aiohttp.ClientSession,
+    processes: int,
+    minutes: float,
+    rate: float | None,
+    capacity_seconds: float,
+    interval: float,
+) -> tuple[float, float | None, list[Sample]]:
     capacity = None
     if rate is None:
         click.echo(f"measuring capacity for {capacity_seconds:.0f}s…", err=True)
-        answered = await load.run(capacity_seconds, None)
+        answered = await load.run(session, capacity_seconds, None)
         load.take_window()
         capacity = answered / capacity_seconds
         rate = max(1.0, capacity / 2)
@@ -351,7 +374,7 @@ async def soak(
     while (left := end - time.monotonic()) > 1:
         span = min(interval, left)
         t0 = time.monotonic()
-        await load.run(span, limiter)
+        await load.run(session, span, limiter)
         minute = (time.monotonic() - started) / 60
         s = sample(sampler, load.take_window(), time.monotonic() - t0, minute, redis_port)
         samples.append(s)

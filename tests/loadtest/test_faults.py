@@ -131,6 +131,7 @@ def test_list_names_every_row() -> None:
         "redis-kill9",
         "sink-down",
         "sink-slow",
+        "sqlite-locked",
         "child-kill9",
         "gateway-kill9",
     ]
