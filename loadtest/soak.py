@@ -20,8 +20,9 @@ latency of that interval, errors (5xx and transport), RSS of the gateway's
 Python processes and of its Redis, open fds of the gateway's processes.
 The verdict compares the last third of the samples with the first third
 (the median of each):
-``flat`` when gateway RSS, fds and p99 each moved less than ±10 % (p99 and
-fds also pass within a small absolute slack: 2 ms, 4 fds); Redis RSS is
+``flat`` when none of gateway RSS, fds and p99 grew by more than 10 % (p99
+and fds also pass within a small absolute slack: 2 ms, 4 fds; a fall is
+reported as such, and is no finding: the machine got quieter); Redis RSS is
 reported, not judged (it holds every order admitted). Exit 0 when flat, 1
 when something grew, 2 on bad usage (one line on stderr).
 """
@@ -270,7 +271,7 @@ class Verdict:
 
 def verdict(samples: list[Sample]) -> Verdict:
     """Last third against first third (the median of each): gateway RSS, fds and
-    p99 within the band."""
+    p99 must not have grown past the band (+10 %, or the absolute slack)."""
     if len(samples) < 3:
         return Verdict(False, ["too few samples for a verdict (need 3): run longer"])
     third = max(1, len(samples) // 3)
@@ -290,9 +291,11 @@ def verdict(samples: list[Sample]) -> Verdict:
         if slack is None:
             lines.append(f"{name}: {a:.1f} → {b:.1f} ({change:+.1%}; reported, not judged)")
             continue
-        ok = abs(change) <= BAND or abs(b - a) <= slack
-        flat = flat and ok
-        lines.append(f"{name}: {a:.1f} → {b:.1f} ({change:+.1%}) {'flat' if ok else 'MOVED'}")
+        # growth is what a soak looks for; a fall (a machine that got quieter) is no finding
+        grew = change > BAND and b - a > slack
+        flat = flat and not grew
+        word = "GREW" if grew else ("fell" if change < -BAND and a - b > slack else "flat")
+        lines.append(f"{name}: {a:.1f} → {b:.1f} ({change:+.1%}) {word}")
     return Verdict(flat, lines)
 
 

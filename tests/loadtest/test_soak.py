@@ -28,7 +28,14 @@ def test_flat_when_nothing_grows() -> None:
 def test_growing_rss_is_not_flat() -> None:
     result = verdict(samples([160, 165, 175, 185, 195, 205]))
     assert not result.flat
-    assert result.lines[0] == "gateway RSS MB: 162.5 → 200.0 (+23.1%) MOVED"
+    assert result.lines[0] == "gateway RSS MB: 162.5 → 200.0 (+23.1%) GREW"
+
+
+def test_a_fall_is_reported_and_is_no_finding() -> None:
+    """A p99 that fell (the machine got quieter) is not growth."""
+    result = verdict(samples([160] * 3, p99=40.0) + samples([160] * 3, p99=26.0))
+    assert result.flat, result.lines
+    assert result.lines[2] == "p99 ms: 40.0 → 26.0 (-35.0%) fell"
 
 
 def test_one_noisy_interval_does_not_decide() -> None:
