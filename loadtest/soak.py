@@ -449,6 +449,8 @@ def _terminate(signum: int, frame: Any) -> None:
 def run() -> None:
     """Entry point: usage errors as one line and exit 2; SIGTERM stops like Ctrl-C."""
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C stops it even when started where SIGINT is ignored (a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

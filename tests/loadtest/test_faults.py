@@ -4,6 +4,7 @@ and two cheap rows run for real (no fault, and one gateway child kill -9)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.faults import Tally, judge
+from tests.helpers.gateway import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,15 +157,45 @@ def test_two_cheap_rows_pass_for_real(redis_binary: str | None) -> None:
     assert _servers() == before, "a server started by the harness is still running"
 
 
+@pytest.mark.multiprocess
+@pytest.mark.fault
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_mid_row_it_stops_every_server(sig: signal.Signals) -> None:
+    """SIGTERM or Ctrl-C while a row runs (its sink down for 10 s): exit 130, one
+    line, and no server of its left."""
+    before = _servers()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.faults", "--rows", "sink-down"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SECKILL_")},
+    )
+    try:
+        # the harness, its Redis, the gateway and its two children: the crowd is next
+        wait_for(lambda: len(_servers() - before) >= 5, 60, "the row's servers to start")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert err.splitlines()[-1] == "faults: interrupted; every server stopped"
+    assert _servers() == before, "a server of the interrupted row is still running"
+
+
 def _servers() -> set[int]:
-    """Pids of seckill gateways and Redis/Valkey servers started from a faults dir."""
+    """Pids of processes that name a faults work dir in their command line or
+    hold a file in one open (Valkey rewrites its title, but keeps its AOF open)."""
     found = set()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "seckill-faults-" in line:
-                found.add(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        try:
+            seen = [(entry / "cmdline").read_bytes().decode(errors="replace")]
+            seen += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any("seckill-faults-" in text for text in seen):
+            found.add(int(entry.name))
     return found
