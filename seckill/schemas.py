@@ -83,6 +83,7 @@ Outcome = Literal[
     "not_active",
     "unavailable",
     "overloaded",
+    "outcome_unknown",
 ]
 ORDER_STATUSES: tuple[str, ...] = get_args(OrderStatus)
 SALE_STATUSES: tuple[str, ...] = get_args(SaleStatus)
@@ -207,6 +208,16 @@ class Error(Struct, forbid_unknown_fields=True):
 
     error: str
     message: Annotated[str, Meta(description="One sentence for a human.")]
+
+
+class OutcomeUnknownError(Struct, forbid_unknown_fields=True):
+    """503 ``outcome_unknown`` to a buy (docs/API.md §4): its order may exist.
+    ``GET /api/v1/orders/{order_id}`` says: 200 = admitted; 404 = not admitted,
+    and it never will be."""
+
+    error: Literal["outcome_unknown"]
+    message: Annotated[str, Meta(description="One sentence for a human.")]
+    order_id: Annotated[OrderId, Meta(description="The order this buy would have created.")]
 
 
 class Health(Struct, forbid_unknown_fields=True):

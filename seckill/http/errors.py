@@ -82,3 +82,13 @@ class Overloaded(SeckillError):
 
 class Unavailable(SeckillError):
     status, code, message = 503, "unavailable", "The service is unavailable; retry later."
+
+
+class OutcomeUnknown(SeckillError):
+    """A buy whose script was sent but whose answer was lost, and Redis did
+    not say in time whether it admitted (docs/API.md §4). Its body also
+    carries the ``order_id`` the buy would have created
+    (``seckill.schemas.OutcomeUnknownError``)."""
+
+    status, code = 503, "outcome_unknown"
+    message = "Redis did not answer in time: this buy may have been admitted."

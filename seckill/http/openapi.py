@@ -60,13 +60,20 @@ RETRY_AFTER = {
 }
 
 
-def _error(description: str, *codes: str, retry_after: bool = False) -> Json:
-    """An error answer whose ``error`` is one of *codes*."""
+def _error(
+    description: str,
+    *codes: str,
+    retry_after: bool = False,
+    bodies: tuple[type[Struct], ...] = (),
+) -> Json:
+    """An error answer whose ``error`` is one of *codes*; its body an ``Error``,
+    or one of *bodies* (errors that say more)."""
+    body = _schema(schemas.Error)
+    if bodies:
+        body = {"anyOf": [body, *(_schema(b) for b in bodies)]}
     response: Json = {
         "description": f"{description} (`{'` / `'.join(codes)}`).",
-        "content": _json(
-            {"allOf": [_schema(schemas.Error), {"properties": {"error": {"enum": list(codes)}}}]}
-        ),
+        "content": _json({"allOf": [body, {"properties": {"error": {"enum": list(codes)}}}]}),
     }
     if retry_after:
         response["headers"] = {"Retry-After": RETRY_AFTER}
@@ -220,10 +227,15 @@ def _operations() -> dict[str, dict[str, Json]]:
                     ),
                     "429": _error("A token bucket said no", "rate_limited", retry_after=True),
                     "503": _error(
-                        "The order backlog is over its bound, or Redis is unreachable",
+                        "The order backlog is over its bound; Redis is unreachable (the buy "
+                        "was not admitted and never will be); or Redis did not say in time "
+                        "whether it admitted the buy — the body then names the order it "
+                        "would be, which GET /api/v1/orders/{order_id} shows if it was",
                         "overloaded",
                         "unavailable",
+                        "outcome_unknown",
                         retry_after=True,
+                        bodies=(schemas.OutcomeUnknownError,),
                     ),
                 },
             )

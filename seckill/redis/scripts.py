@@ -9,8 +9,10 @@ auto-pipeline (:meth:`Scripts._run`), the admin ones through redis-py's
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
@@ -18,9 +20,12 @@ from typing import Any
 
 import msgspec
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seckill.redis import keys
+from seckill.redis.autopipe import NotSent
 from seckill.redis.client import RedisClients
 from seckill.schemas import UNLIMITED, Limits
 
@@ -45,6 +50,13 @@ class Admit(IntEnum):
     BAD_QUANTITY = 7
     OVERLOADED = 8
     REPLAY = 9
+    #: the script ran past its deadline and did nothing (or, from
+    #: :meth:`Scripts.admit`, its answer was lost and Redis's clock then showed
+    #: the deadline past with no order: it never admitted, and never will)
+    LATE = 10
+    #: not from the script: its answer was lost and Redis did not say in time
+    #: whether it admitted; ``order_id`` is the order it would have created
+    UNKNOWN = 11
 
 
 class Cancel(IntEnum):
@@ -111,6 +123,11 @@ new_order_id = _OrderIds().next
 
 #: sales whose fixed keys are kept (sale ids come from the URL: bounded)
 MAX_CACHED_SALES = 10_000
+#: seconds past an admit's deadline that :meth:`Scripts._settle` waits for
+#: Redis to say what became of it (at most ``--redis-timeout``)
+SETTLE_WAIT = 1.0
+
+log = logging.getLogger("seckill.redis")
 
 
 def _num(value: float | None) -> str:
@@ -133,6 +150,7 @@ class Scripts:
         self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
         self._release: AsyncScript = redis.register_script(lua_source("release"))
         self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
+        self._outcome: AsyncScript = redis.register_script(lua_source("admit_outcome"))
         self._keys: dict[str, tuple[str, str, str, str]] = {}
         #: SCRIPT LOADs in flight, by sha
         self._loading: dict[str, asyncio.Future[Any]] = {}
@@ -150,40 +168,64 @@ class Scripts:
         limits: Limits = UNLIMITED,
         max_backlog: int = 0,
         now_ms: int | None = None,
+        deadline_ms: int | None = None,
     ) -> AdmitResult:
+        """Run admit.lua for one buy.
+
+        The script gets a deadline, by Redis's clock, at which this call stops
+        waiting (``--redis-timeout`` from now; *deadline_ms* overrides it, for
+        tests): run later, it changes nothing. When the answer is lost after
+        the script was sent, the call does not give up but settles
+        (:meth:`_settle`) what became of it: admitted, LATE (never will be),
+        or UNKNOWN. A script that was never sent raises :class:`NotSent`;
+        any other Redis failure raises as before.
+        """
         order_id = new_order_id(sale_id)
         sale_key, units_key, stream_key, bucket_key = self._sale_keys(sale_id)
         rate, per_user_rate = self._rates(limits)
-        reply: list[Any] = await self._run(
-            self._admit,
-            [
-                sale_key,
-                units_key,
-                # KEYS[3] and KEYS[7] are only read when used; otherwise any key
-                # of the sale's slot stands in, and saves building one
-                sale_key
-                if idempotency_key is None
-                else keys.idem(sale_id, user_id, idempotency_key),
-                keys.order(sale_id, order_id),
-                stream_key,
-                bucket_key,
-                sale_key if per_user_rate == "" else keys.user_bucket(sale_id, user_id),
-            ],
-            [
-                user_id,
-                quantity,
-                order_id,
-                "" if idempotency_key is None else "1",
-                idempotency_ttl,
-                "" if now_ms is None else now_ms,
-                rate,
-                limits.burst,
-                per_user_rate,
-                limits.per_user_burst,
-                max_backlog,
-                sale_id,
-            ],
-        )
+        pipe = self._pipe
+        if deadline_ms is None:
+            deadline_ms = int(pipe.redis_now_ms() + pipe.timeout * 1000)
+        if idempotency_key is None:
+            # KEYS[3], KEYS[7] and KEYS[8] are only read when used; otherwise any key
+            # of the sale's slot stands in, and saves building one
+            idem_key = legacy_key = sale_key
+        else:
+            idem_key = keys.idem(sale_id, user_id, idempotency_key)
+            legacy_key = keys.legacy_idem(sale_id, user_id, idempotency_key)
+        try:
+            reply: list[Any] = await self._run(
+                self._admit,
+                [
+                    sale_key,
+                    units_key,
+                    idem_key,
+                    keys.order(sale_id, order_id),
+                    stream_key,
+                    bucket_key,
+                    sale_key if per_user_rate == "" else keys.user_bucket(sale_id, user_id),
+                    legacy_key,
+                ],
+                [
+                    user_id,
+                    quantity,
+                    order_id,
+                    "" if idempotency_key is None else "1",
+                    idempotency_ttl,
+                    "" if now_ms is None else now_ms,
+                    rate,
+                    limits.burst,
+                    per_user_rate,
+                    limits.per_user_burst,
+                    max_backlog,
+                    sale_id,
+                    deadline_ms,
+                ],
+            )
+        except NotSent:
+            raise
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            return await self._settle(sale_id, order_id, deadline_ms, exc)
         outcome = reply[0]
         if outcome == Admit.OK:
             return AdmitResult(Admit.OK, reply[1], quantity, "queued", reply[3], reply[2])
@@ -197,6 +239,44 @@ class Scripts:
         if outcome is Admit.RATE_LIMITED:
             return AdmitResult(outcome, retry_after_ms=int(reply[1]))
         return AdmitResult(outcome)
+
+    async def _settle(
+        self, sale_id: str, order_id: str, deadline_ms: int, lost: Exception
+    ) -> AdmitResult:
+        """What became of an admit whose answer was lost (*lost*).
+
+        Asks admit_outcome.lua, on a connection opened anew (the pipeline
+        replaced the failed one), whether the order exists and whether
+        Redis's clock is past the deadline; before the deadline, asks again
+        once it has passed. Admitted: OK with the order as it is now. Absent
+        past the deadline: LATE — the script ran and refused, or will refuse.
+        No answer within ``min(timeout, SETTLE_WAIT)`` of the deadline: UNKNOWN.
+        """
+        pipe = self._pipe
+        order_key = keys.order(sale_id, order_id)
+        # this host's monotonic clock at the deadline, and when to give up
+        until_deadline = max(0.0, (deadline_ms - pipe.redis_now_ms()) / 1000)
+        give_up = time.monotonic() + until_deadline + min(pipe.timeout, SETTLE_WAIT)
+        while True:
+            left = give_up - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                reply: list[Any] = await asyncio.wait_for(
+                    self._run(self._outcome, [order_key], [deadline_ms]), left
+                )
+            except (RedisConnectionError, RedisTimeoutError, ResponseError, TimeoutError) as exc:
+                log.warning(
+                    "buy %s: outcome unknown (%s; then %s)", order_id, lost, exc or "no answer"
+                )
+                return AdmitResult(Admit.UNKNOWN, order_id)
+            if int(reply[0]) == 1:
+                log.warning("buy %s: admitted, its answer lost (%s)", order_id, lost)
+                return AdmitResult(Admit.OK, order_id, int(reply[1]), _str(reply[2]), int(reply[3]))
+            early_ms = -int(reply[1])
+            if early_ms < 0:
+                return AdmitResult(Admit.LATE, order_id)
+            await asyncio.sleep(min(early_ms + 1, max(0.0, left * 1000)) / 1000)
 
     def _sale_keys(self, sale_id: str) -> tuple[str, str, str, str]:
         """The sale's fixed keys (hash, units, stream, bucket), built once per sale."""
@@ -228,7 +308,10 @@ class Scripts:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         # Not run (the server lost its scripts, e.g. a restart): load and send again.
-        await self._load(script)
+        try:
+            await self._load(script)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise NotSent(f"cannot load a script: {exc}") from exc
         return await self._pipe.execute(*command)
 
     async def _load(self, script: AsyncScript) -> None:

@@ -5,6 +5,7 @@
 export const OUTCOMES = [
   "admitted", "sold_out", "limit_reached", "rate_limited", "invalid",
   "unauthenticated", "not_found", "not_active", "unavailable", "overloaded",
+  "outcome_unknown",
 ];
 export const REJECTIONS = OUTCOMES.filter((o) => o !== "admitted");
 
