@@ -126,6 +126,8 @@ MAX_CACHED_SALES = 10_000
 #: seconds past an admit's deadline that :meth:`Scripts._settle` waits for
 #: Redis to say what became of it (at most ``--redis-timeout``)
 SETTLE_WAIT = 1.0
+#: seconds between two tries to reach Redis while settling
+SETTLE_RETRY = 0.05
 
 log = logging.getLogger("seckill.redis")
 
@@ -265,6 +267,9 @@ class Scripts:
                 reply: list[Any] = await asyncio.wait_for(
                     self._run(self._outcome, [order_key], [deadline_ms]), left
                 )
+            except NotSent:  # no connection yet: try again while there is time
+                await asyncio.sleep(min(SETTLE_RETRY, max(0.0, give_up - time.monotonic())))
+                continue
             except (RedisConnectionError, RedisTimeoutError, ResponseError, TimeoutError) as exc:
                 log.warning(
                     "buy %s: outcome unknown (%s; then %s)", order_id, lost, exc or "no answer"

@@ -6,10 +6,13 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
 from redis.asyncio import Redis
 
 from seckill.core.limits import Limits
 from seckill.redis import keys
+from seckill.redis.autopipe import NotSent
+from seckill.redis.client import connect
 from seckill.redis.scripts import Admit, SalePut, Scripts, lua_source
 
 T0 = 1_700_000_000_000  # a fixed "now" (2023) in ms for deterministic windows
@@ -182,6 +185,74 @@ async def test_the_default_deadline_is_by_redis_clock(scripts: Scripts) -> None:
     assert (await scripts.admit("s", "u", 1)).outcome is Admit.OK
     r = await scripts.admit("s", "v", 1, deadline_ms=int(time.time() * 1000) - 60_000)
     assert r.outcome is Admit.LATE
+
+
+# -- settling an admit whose answer was lost (Scripts._settle, admit_outcome.lua) ----
+
+
+async def test_a_lost_answer_of_an_admitted_buy_settles_as_its_order(
+    scripts: Scripts, redis: Redis
+) -> None:
+    await make_sale(scripts, stock=5)
+    ok = await scripts.admit("s", "u", 1)
+    await redis.hset(keys.order("s", ok.order_id), "status", "confirmed")
+    settled = await scripts._settle("s", ok.order_id, 0, TimeoutError("lost"))
+    assert (settled.outcome, settled.order_id) == (Admit.OK, ok.order_id)
+    assert (settled.quantity, settled.status, settled.created_at_ms) == (
+        1,
+        "confirmed",
+        ok.created_at_ms,
+    )
+
+
+async def test_a_lost_answer_without_an_order_settles_late_once_the_deadline_passed(
+    scripts: Scripts,
+) -> None:
+    """Before its deadline the order could still be made: settling waits for the
+    deadline (by Redis's clock), then answers LATE."""
+    await make_sale(scripts, stock=5)
+    order_id = "s.abcdefgh00000001"
+    assert (await scripts._settle("s", order_id, 0, TimeoutError())).outcome is Admit.LATE
+    started = time.monotonic()
+    deadline = int(await _redis_ms(scripts)) + 300
+    settled = await scripts._settle("s", order_id, deadline, TimeoutError())
+    assert settled.outcome is Admit.LATE
+    assert time.monotonic() - started >= 0.25  # it waited for the deadline
+    # and a late run of that admit does nothing
+    late = await scripts.admit("s", "u", 1, deadline_ms=deadline)
+    assert late.outcome is Admit.LATE
+
+
+async def _redis_ms(scripts: Scripts) -> float:
+    seconds, micros = await scripts._pipe.execute("TIME")
+    return int(seconds) * 1000 + int(micros) / 1000
+
+
+async def test_settling_without_redis_is_unknown_within_its_bound() -> None:
+    from seckill.process.procs import free_port
+
+    clients = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    try:
+        scripts = Scripts(clients)
+        started = time.monotonic()
+        deadline = int(clients.pipe.redis_now_ms()) + 100
+        settled = await scripts._settle("s", "s.abcdefgh00000001", deadline, TimeoutError())
+        assert (settled.outcome, settled.order_id) == (Admit.UNKNOWN, "s.abcdefgh00000001")
+        assert 0.25 <= time.monotonic() - started < 1.0  # the deadline, then the timeout
+    finally:
+        await clients.aclose()
+
+
+async def test_a_buy_never_sent_is_not_sent() -> None:
+    """No connection: the script never left, and the call says so (plain 503)."""
+    from seckill.process.procs import free_port
+
+    clients = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    try:
+        with pytest.raises(NotSent):
+            await Scripts(clients).admit("s", "u", 1)
+    finally:
+        await clients.aclose()
 
 
 async def test_overloaded_when_backlog_at_bound(scripts: Scripts) -> None:

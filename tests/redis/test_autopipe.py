@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from seckill.process.embedded import EmbeddedRedis
 from seckill.redis import keys
-from seckill.redis.autopipe import AutoPipeline, encode
+from seckill.redis.autopipe import AutoPipeline, NotSent, encode
 from seckill.redis.client import RedisClients, connect
 from seckill.redis.scripts import Admit, Scripts
 from tests.helpers.gateway import until
@@ -97,6 +97,33 @@ async def test_lost_connection_fails_waiters_and_reconnects(
     with pytest.raises(ConnectionError):
         await blocked
     assert await pipe.execute("PING") == "PONG"  # a new connection
+
+
+async def test_a_command_failed_before_its_write_is_not_sent(pipe: AutoPipeline) -> None:
+    """Failed with its connection: a command already written may have run
+    (ConnectionError), one still in the buffer did not (NotSent)."""
+    assert await pipe.execute("PING") == "PONG"
+    written = asyncio.ensure_future(pipe.execute("BLPOP", "nothing", 5))
+    await asyncio.sleep(0)  # the flush
+    await asyncio.sleep(0)
+    conn = pipe._conn
+    assert conn is not None and not conn.buffer
+    buffered = pipe.execute("INCR", "never")  # buffered; written at the next loop turn
+    assert conn.buffer
+    conn.fail(ConnectionError("cut"))
+    with pytest.raises(ConnectionError) as lost:
+        await written
+    assert not isinstance(lost.value, NotSent)
+    with pytest.raises(NotSent):
+        await buffered
+    assert await pipe.execute("GET", "never") is None
+
+
+async def test_the_pipeline_reads_redis_clock(pipe: AutoPipeline) -> None:
+    await pipe.execute("PING")
+    seconds, micros = await pipe.execute("TIME")
+    redis_ms = int(seconds) * 1000 + int(micros) / 1000
+    assert abs(pipe.redis_now_ms() - redis_ms) < 50
 
 
 async def test_db_from_the_url(redis: Redis, redis_url: str) -> None:
