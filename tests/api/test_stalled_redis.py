@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from seckill.process.embedded import EmbeddedRedis
 from seckill.redis import keys
 from seckill.settings import Settings
-from tests.helpers.api import ADMIN_TOKEN, create_sale, make_app
+from tests.helpers.api import ADMIN, ADMIN_TOKEN, create_sale, make_app
 from tests.helpers.gateway import until
 
 pytestmark = pytest.mark.fault
@@ -78,6 +78,12 @@ async def crowd(
     return answers
 
 
+async def buy_counts(client: TestClient) -> dict[str, int]:
+    resp = await client.get("/admin/v1/stats", headers=ADMIN)
+    assert resp.status == 200
+    return (await resp.json())["buys"]  # type: ignore[no-any-return]
+
+
 async def settled(redis: Redis) -> None:
     """Wait until the server has read every connection the gateway closed to
     its end, so that every command ever sent has run (or been refused)."""
@@ -108,6 +114,7 @@ async def test_a_buy_answered_unavailable_never_becomes_an_order(
     )
     client: TestClient = await aiohttp_client(make_app(settings))
     await create_sale(client, SALE, stock=STOCK, per_user_limit=1)
+    before = await buy_counts(client)
     answers = await crowd(client, server, stop_for)
 
     kinds = Counter(
@@ -117,6 +124,10 @@ async def test_a_buy_answered_unavailable_never_becomes_an_order(
     assert set(kinds) <= {"admitted", "409 sold_out", "503 unavailable", "503 outcome_unknown"}
     assert kinds[f"503 {expected}"] > 0, kinds
     assert 0 < kinds["admitted"] <= STOCK, kinds
+    # counted by outcome (the dashboard's and /metrics' figures)
+    after = await buy_counts(client)
+    grew = {o: n - before.get(o, 0) for o, n in after.items() if n != before.get(o, 0)}
+    assert grew == {kind.split()[-1]: n for kind, n in kinds.items()}  # "503 unavailable" …
 
     # what GET says of an outcome_unknown's order, now that Redis answers again
     unknown: dict[str, bool] = {}
