@@ -21,7 +21,7 @@ failure leaves the command's fate unknown — Redis may have run it, or may
 still run it (a stalled server runs what it already received).
 
 The pipeline also keeps an estimate of Redis's clock (:meth:`AutoPipeline.redis_now_ms`):
-``TIME`` is asked at every connect and every ``CLOCK_SYNC`` seconds after, and
+``TIME`` is sent with every new connection and every ``CLOCK_SYNC`` seconds after, and
 the offset to this host's monotonic clock kept. admit.lua's deadline is set
 with it, so that the gateway and the script agree on it whatever the skew
 between this host's wall clock and Redis's.
@@ -303,7 +303,6 @@ class AutoPipeline:
             setup.append(conn.send(encode(auth), loop))
         if where.db:
             setup.append(conn.send(encode(("SELECT", where.db)), loop))
-        setup.append(self._read_clock(conn, loop))
         try:
             for fut in setup:
                 await asyncio.wait_for(fut, self.timeout)
@@ -317,6 +316,9 @@ class AutoPipeline:
             conn.fail(RedisConnectionError("client closed"))
             raise NotSent("client closed")
         self._conn = conn
+        # not waited for: the first commands go out with the last estimate
+        # (this host's wall clock before any), and are not held up by it
+        self._read_clock(conn, loop)
         self._arm_watchdog()
         return conn
 
