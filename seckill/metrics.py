@@ -69,7 +69,7 @@ RATE_LIMITED = Counter(
 
 REDIS_ERRORS = Counter(
     "seckill_redis_errors",
-    "Requests answered 503 unavailable because Redis failed or timed out.",
+    "Buys answered 503 unavailable or outcome_unknown because Redis failed or timed out.",
 )
 DELIVERIES = Counter(
     "seckill_order_deliveries",
