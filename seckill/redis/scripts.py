@@ -272,7 +272,10 @@ class Scripts:
                 continue
             except (RedisConnectionError, RedisTimeoutError, ResponseError, TimeoutError) as exc:
                 log.warning(
-                    "buy %s: outcome unknown (%s; then %s)", order_id, lost, exc or "no answer"
+                    "buy %s: outcome unknown (%s; then %s)",
+                    order_id,
+                    lost,
+                    str(exc) or "no answer in time",
                 )
                 return AdmitResult(Admit.UNKNOWN, order_id)
             if int(reply[0]) == 1:
