@@ -152,7 +152,7 @@ class Scripts:
         self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
         self._release: AsyncScript = redis.register_script(lua_source("release"))
         self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
-        self._outcome: AsyncScript = redis.register_script(lua_source("admit_outcome"))
+        self._outcome = lua_source("admit_outcome")
         self._keys: dict[str, tuple[str, str, str, str]] = {}
         #: SCRIPT LOADs in flight, by sha
         self._loading: dict[str, asyncio.Future[Any]] = {}
@@ -248,7 +248,8 @@ class Scripts:
         """What became of an admit whose answer was lost (*lost*).
 
         Asks admit_outcome.lua, on a connection opened anew (the pipeline
-        replaced the failed one), whether the order exists and whether
+        replaced the failed one; by EVAL, so that nothing else, such as a
+        SCRIPT LOAD on a pooled connection, is needed), whether the order exists and whether
         Redis's clock is past the deadline; before the deadline, asks again
         once it has passed. Admitted: OK with the order as it is now. Absent
         past the deadline: LATE — the script ran and refused, or will refuse.
@@ -265,7 +266,7 @@ class Scripts:
                 if left <= 0:
                     raise TimeoutError
                 reply: list[Any] = await asyncio.wait_for(
-                    self._run(self._outcome, [order_key], [deadline_ms]), left
+                    pipe.execute("EVAL", self._outcome, 1, order_key, deadline_ms), left
                 )
             except NotSent:  # no connection yet: try again while there is time
                 await asyncio.sleep(min(SETTLE_RETRY, max(0.0, give_up - time.monotonic())))
@@ -322,6 +323,13 @@ class Scripts:
             raise NotSent(f"cannot load a script: {exc}") from exc
         return await self._pipe.execute(*command)
 
+    def _loaded(self, loading: asyncio.Future[Any]) -> None:
+        """A SCRIPT LOAD is over: forget it, and take its error (every caller
+        that waited for it may have been cancelled meanwhile)."""
+        self._loading = {sha: f for sha, f in self._loading.items() if f is not loading}
+        if not loading.cancelled():
+            loading.exception()
+
     async def _load(self, script: AsyncScript) -> None:
         """SCRIPT LOAD *script*, once for every caller that found it missing:
         a crowd arriving at a restarted Redis would otherwise load it once per
@@ -330,7 +338,7 @@ class Scripts:
         if loading is None:
             loading = asyncio.ensure_future(self._redis.script_load(script.script))
             self._loading[script.sha] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(script.sha, None))
+            loading.add_done_callback(self._loaded)
         await asyncio.shield(loading)
 
     async def sale_put(

@@ -173,3 +173,101 @@ async def test_a_buy_answered_unavailable_never_becomes_an_order(
     sold = STOCK - int(sale["stock_left"])
     assert sold == len(orders) == sum(units.values()) == kinds["admitted"] + sum(unknown.values())
     assert {o["status"] for o in orders.values()} <= {"queued", "confirmed"}
+
+
+class ReplyDropper:
+    """A TCP proxy in front of Redis. :meth:`drop` makes every connection open
+    now lose Redis's replies from then on, while its commands still reach
+    Redis and run: an answer lost on the way back. New connections work."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("redis://").split("/")[0].split(":")
+        self.upstream = (host, int(port))
+        self.open: list[dict[str, bool]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    def drop(self) -> None:
+        for conn in self.open:
+            conn["dropping"] = True
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        conn = {"dropping": False}
+        self.open.append(conn)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if not (replies and conn["dropping"]):
+                        dst.write(data)
+                        await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        for task in (
+            asyncio.ensure_future(pump(reader, up_writer, replies=False)),
+            asyncio.ensure_future(pump(up_reader, writer, replies=True)),
+        ):
+            self.tasks.add(task)
+
+
+async def test_buys_whose_answers_were_lost_are_answered_with_their_orders(
+    aiohttp_client: Any, server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Redis runs 60 concurrent buys but their answers never come back: each
+    admitted buy finds its order on a new connection and answers 202 with it."""
+    proxy = ReplyDropper(server.url)
+    url = await proxy.start()
+    try:
+        settings = Settings(
+            redis_url=url, admin_token=ADMIN_TOKEN, data_dir=tmp_path / "gw", redis_timeout=0.5
+        )
+        client: TestClient = await aiohttp_client(make_app(settings))
+        await create_sale(client, SALE, stock=40, per_user_limit=1)
+        warm = await client.post(f"/api/v1/sales/{SALE}/orders", headers={"X-User-Id": "warm"})
+        assert warm.status == 202
+        proxy.drop()
+        users = [f"lost{i}" for i in range(60)]
+        resps = await asyncio.gather(
+            *(client.post(f"/api/v1/sales/{SALE}/orders", headers={"X-User-Id": u}) for u in users)
+        )
+        answers = {u: (r.status, await r.json()) for u, r in zip(users, resps, strict=True)}
+        await client.close()
+    finally:
+        await proxy.stop()
+
+    # the 21 refused (sold out) lost their answers too: they find no order past
+    # the deadline, and "unavailable" is the truth for them
+    kinds = Counter(f"{s} {b.get('error', '')}".strip() for s, b in answers.values())
+    assert kinds == {"202": 39, "503 unavailable": 21}, kinds
+    redis = Redis.from_url(server.url, decode_responses=True)
+    try:
+        units = await redis.hgetall(keys.units(SALE))
+        assert await redis.hget(keys.sale(SALE), "stock_left") == "0"
+        for user, (status, body) in answers.items():
+            if status == 202:
+                order = await redis.hgetall(keys.order(SALE, body["order_id"]))
+                assert order["user_id"] == user and order["quantity"] == "1"
+                assert body["status"] in {"queued", "confirmed"}
+                assert units[user] == "1"
+            else:
+                assert user not in units
+        assert len(units) == 40 and await redis.xlen(keys.stream(SALE)) == 40
+    finally:
+        await redis.aclose()
