@@ -176,7 +176,8 @@ class Scripts:
 
         The script gets a deadline, by Redis's clock, at which this call stops
         waiting (``--redis-timeout`` from now; *deadline_ms* overrides it, for
-        tests): run later, it changes nothing. When the answer is lost after
+        tests; with a test clock, *now_ms*, there is none unless given): run
+        later, it changes nothing. When the answer is lost after
         the script was sent, the call does not give up but settles
         (:meth:`_settle`) what became of it: admitted, LATE (never will be),
         or UNKNOWN. A script that was never sent raises :class:`NotSent`;
@@ -186,7 +187,7 @@ class Scripts:
         sale_key, units_key, stream_key, bucket_key = self._sale_keys(sale_id)
         rate, per_user_rate = self._rates(limits)
         pipe = self._pipe
-        if deadline_ms is None:
+        if deadline_ms is None and now_ms is None:
             deadline_ms = int(pipe.redis_now_ms() + pipe.timeout * 1000)
         if idempotency_key is None:
             # KEYS[3], KEYS[7] and KEYS[8] are only read when used; otherwise any key
@@ -221,12 +222,14 @@ class Scripts:
                     limits.per_user_burst,
                     max_backlog,
                     sale_id,
-                    deadline_ms,
+                    "" if deadline_ms is None else deadline_ms,
                 ],
             )
         except NotSent:
             raise
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            if deadline_ms is None:  # a test's clock, no deadline: nothing to settle by
+                raise
             return await self._settle(sale_id, order_id, deadline_ms, exc)
         outcome = reply[0]
         if outcome == Admit.OK:
