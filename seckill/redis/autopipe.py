@@ -265,18 +265,26 @@ class AutoPipeline:
     # -- connecting ------------------------------------------------------------
 
     async def _connect(self) -> _Connection:
-        if self._connecting is None:  # one attempt, shared by every caller
-            self._connecting = asyncio.ensure_future(self._open())
         fut = self._connecting
+        if fut is None:  # one attempt, shared by every caller
+            fut = self._connecting = asyncio.ensure_future(self._open())
+            fut.add_done_callback(self._attempt_over)
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             reraise_if_cancelling()  # this caller was cancelled: its own business
             # the attempt was cancelled under it, by aclose()
             raise NotSent("client closed") from None
-        finally:
-            if fut.done():
-                self._connecting = None
+
+    def _attempt_over(self, fut: asyncio.Future[_Connection]) -> None:
+        """A connection attempt is over, whether anyone still waits for it or
+        not: the next caller starts a new one (an attempt that failed after all
+        its callers gave up must not fail the next caller too), and its error
+        is taken."""
+        if self._connecting is fut:
+            self._connecting = None
+        if not fut.cancelled():
+            fut.exception()
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
