@@ -230,7 +230,8 @@ class Scripts:
         except (RedisConnectionError, RedisTimeoutError) as exc:
             if deadline_ms is None:  # a test's clock, no deadline: nothing to settle by
                 raise
-            return await self._settle(sale_id, order_id, deadline_ms, exc)
+            idem = None if idempotency_key is None else (user_id, idem_key, legacy_key)
+            return await self._settle(sale_id, order_id, deadline_ms, exc, idem)
         outcome = reply[0]
         if outcome == Admit.OK:
             return AdmitResult(Admit.OK, reply[1], quantity, "queued", reply[3], reply[2])
@@ -246,20 +247,29 @@ class Scripts:
         return AdmitResult(outcome)
 
     async def _settle(
-        self, sale_id: str, order_id: str, deadline_ms: int, lost: Exception
+        self,
+        sale_id: str,
+        order_id: str,
+        deadline_ms: int,
+        lost: Exception,
+        idem: tuple[str, str, str] | None = None,
     ) -> AdmitResult:
         """What became of an admit whose answer was lost (*lost*).
 
         Asks admit_outcome.lua, on a connection opened anew (the pipeline
         replaced the failed one; by EVAL, so that nothing else, such as a
-        SCRIPT LOAD on a pooled connection, is needed), whether the order exists and whether
-        Redis's clock is past the deadline; before the deadline, asks again
-        once it has passed. Admitted: OK with the order as it is now. Absent
+        SCRIPT LOAD on a pooled connection, is needed), whether the order
+        exists and whether Redis's clock is past the deadline; before the
+        deadline, asks again once it has passed. Admitted: OK with the order as
+        it is now; with *idem* (the user id and the two keys of its
+        Idempotency-Key), an order the key names for that user answers as a
+        replay would (REPLAY). Absent
         past the deadline: LATE — the script ran and refused, or will refuse.
         No answer within ``min(timeout, SETTLE_WAIT)`` of the deadline: UNKNOWN.
         """
         pipe = self._pipe
         order_key = keys.order(sale_id, order_id)
+        user, idem_key, legacy_key = idem or ("", order_key, order_key)
         # this host's monotonic clock at the deadline, and when to give up
         until_deadline = max(0.0, (deadline_ms - pipe.redis_now_ms()) / 1000)
         give_up = time.monotonic() + until_deadline + min(pipe.timeout, SETTLE_WAIT)
@@ -269,7 +279,18 @@ class Scripts:
                 if left <= 0:
                     raise TimeoutError
                 reply: list[Any] = await asyncio.wait_for(
-                    pipe.execute("EVAL", self._outcome, 1, order_key, deadline_ms), left
+                    pipe.execute(
+                        "EVAL",
+                        self._outcome,
+                        3,
+                        order_key,
+                        idem_key,
+                        legacy_key,
+                        deadline_ms,
+                        order_id,
+                        user,
+                    ),
+                    left,
                 )
             except NotSent:  # no connection yet: try again while there is time
                 await asyncio.sleep(min(SETTLE_RETRY, max(0.0, give_up - time.monotonic())))
@@ -283,8 +304,15 @@ class Scripts:
                 )
                 return AdmitResult(Admit.UNKNOWN, order_id)
             if int(reply[0]) == 1:
-                log.warning("buy %s: admitted, its answer lost (%s)", order_id, lost)
-                return AdmitResult(Admit.OK, order_id, int(reply[1]), _str(reply[2]), int(reply[3]))
+                found = _str(reply[1])
+                log.warning("buy %s: admitted as %s, its answer lost (%s)", order_id, found, lost)
+                return AdmitResult(
+                    Admit.OK if found == order_id else Admit.REPLAY,
+                    found,
+                    int(reply[2]),
+                    _str(reply[3]),
+                    int(reply[4]),
+                )
             early_ms = -int(reply[1])
             if early_ms < 0:
                 return AdmitResult(Admit.LATE, order_id)

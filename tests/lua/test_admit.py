@@ -223,6 +223,32 @@ async def test_a_lost_answer_without_an_order_settles_late_once_the_deadline_pas
     assert late.outcome is Admit.LATE
 
 
+async def test_a_lost_answer_of_a_buy_whose_key_names_an_order_settles_as_that_order(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """A retry with an Idempotency-Key whose answer was lost: its own order id was
+    never created, but the key names the user's order, as a replay would say."""
+    await make_sale(scripts, stock=5)
+    first = await scripts.admit("s", "u", 1, idempotency_key="k")
+    lost_id = "s.abcdefgh00000002"
+
+    def idem(user: str, key: str) -> tuple[str, str, str]:
+        return user, keys.idem("s", user, key), keys.legacy_idem("s", user, key)
+
+    settled = await scripts._settle("s", lost_id, 0, TimeoutError(), idem("u", "k"))
+    assert (settled.outcome, settled.order_id) == (Admit.REPLAY, first.order_id)
+    assert (settled.quantity, settled.status) == (1, "queued")
+    # another user's key never answers with u's order, whatever it holds
+    await redis.set(keys.idem("s", "v", "k"), first.order_id)
+    settled = await scripts._settle("s", lost_id, 0, TimeoutError(), idem("v", "k"))
+    assert settled.outcome is Admit.LATE
+    # an old-layout key of the user's own counts too
+    old = await scripts.admit("s", "w", 1)
+    await redis.set(keys.legacy_idem("s", "w", "a:b"), old.order_id)
+    settled = await scripts._settle("s", lost_id, 0, TimeoutError(), idem("w", "a:b"))
+    assert (settled.outcome, settled.order_id) == (Admit.REPLAY, old.order_id)
+
+
 async def _redis_ms(scripts: Scripts) -> float:
     seconds, micros = await scripts._pipe.execute("TIME")
     return int(seconds) * 1000 + int(micros) / 1000
