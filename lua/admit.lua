@@ -42,8 +42,9 @@
 -- Invariants kept: stock_left never goes below 0; a user's units never exceed
 -- per_user_limit; every admitted order is in the stream (and its hash exists)
 -- before this script returns; one Idempotency-Key of a user maps to at most one
--- order, and a replay answers only the order's own user. The per-user and sale buckets are only charged when both have a
--- token, so a refusal by one does not burn a token of the other.
+-- order, and a replay answers only the order's own user. The per-user and
+-- sale buckets are only charged when both have a token, so a refusal by one
+-- does not burn a token of the other.
 --
 -- The sale hash keeps no separate backlog counter: the backlog is n_queued
 -- (a "backlog" field left by an older version is ignored). An admission
@@ -70,20 +71,20 @@ local n_queued = tonumber(sale[5]) or 0
 -- but only to the order's own user: a key naming another user's order (only
 -- the ambiguous layout before issue 12 could) is no replay, and the buy goes
 -- on as a fresh one (and, admitted, takes the key over).
-local function replay(key)
-  local existing = redis.call('GET', key)
-  if not existing then
-    return nil
-  end
-  -- Same sale, same hash slot: the order key differs from KEYS[4] only in its id.
-  local prefix = string.sub(order_key, 1, #order_key - #order_id)
-  local o = redis.call('HMGET', prefix .. existing, 'user_id', 'quantity', 'status', 'created_at')
-  if o[1] ~= user then
-    return nil
-  end
-  return {9, existing, tonumber(o[2]) or 0, o[3] or 'queued', tonumber(o[4]) or 0}
-end
 if has_idem then
+  local function replay(key)
+    local existing = redis.call('GET', key)
+    if not existing then
+      return nil
+    end
+    -- Same sale, same hash slot: the order key differs from KEYS[4] only in its id.
+    local prefix = string.sub(order_key, 1, #order_key - #order_id)
+    local o = redis.call('HMGET', prefix .. existing, 'user_id', 'quantity', 'status', 'created_at')
+    if o[1] ~= user then
+      return nil
+    end
+    return {9, existing, tonumber(o[2]) or 0, o[3] or 'queued', tonumber(o[4]) or 0}
+  end
   local found = replay(idem_key) or replay(KEYS[8])
   if found then
     return found
