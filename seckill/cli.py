@@ -120,7 +120,23 @@ def cli() -> None:
     type=int,
     default=DEFAULTS.delivery_retries,
     show_default=True,
-    help="Retries (with backoff) before an order fails and its stock goes back.",
+    help="Retries (with backoff) of a failed delivery; the stock goes back only when "
+    "every try definitely did not write the order.",
+)
+@option(
+    "undetermined-after",
+    type=float,
+    default=DEFAULTS.undetermined_after,
+    show_default=True,
+    help="Seconds an order whose delivery outcome is unknown is retried before it is "
+    "parked as undetermined (stock held) for an operator to settle.",
+)
+@option(
+    "order-retention",
+    type=int,
+    default=DEFAULTS.order_retention,
+    show_default=True,
+    help="Seconds a confirmed, failed or cancelled order stays readable in Redis.",
 )
 @option(
     "auth",

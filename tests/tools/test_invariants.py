@@ -312,7 +312,7 @@ def view(**changes: object) -> dict[str, object]:
         "stock_total": 10,
         "stock_left": 7,
         "per_user_limit": 1,
-        "orders": {"queued": 0, "confirmed": 3, "failed": 1, "cancelled": 0},
+        "orders": {"queued": 0, "confirmed": 3, "failed": 1, "cancelled": 0, "undetermined": 0},
         "backlog": 0,
     }
     return {**base, **changes}
@@ -336,7 +336,7 @@ def test_admin_checks_pass_on_a_consistent_view() -> None:
         ({"stock_left": -1, "stock_total": 2}, "stock_left_nonnegative"),
         ({"stock_left": 6}, "sold_matches_orders"),  # 4 sold, 3 orders of 1 unit
         (
-            {"orders": {"queued": -1, "confirmed": 3, "failed": 0, "cancelled": 0}},
+            {"orders": {"queued": -1, "confirmed": 3, "failed": 0, "cancelled": 0, "undetermined": 0}},
             "counts_nonnegative",
         ),
         ({"backlog": 2}, "backlog_matches_queued"),
@@ -348,7 +348,7 @@ def test_admin_checks_name_the_breach(changes: dict[str, object], name: str) -> 
 
 
 def test_admin_checks_with_a_limit_allow_a_range_and_require_drained() -> None:
-    queued = {"queued": 1, "confirmed": 2, "failed": 0, "cancelled": 0}
+    queued = {"queued": 1, "confirmed": 2, "failed": 0, "cancelled": 0, "undetermined": 0}
     checks = {c.name: c for c in admin_checks(view(per_user_limit=2, orders=queued, backlog=1))}
     assert checks["sold_matches_orders"].ok  # 3 units over 3 orders of 1..2
     assert "allow 3..6" in checks["sold_matches_orders"].detail
