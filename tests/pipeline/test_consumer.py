@@ -69,7 +69,13 @@ async def test_burst_is_delivered_to_sqlite_once_each(
     assert len(admitted) == 150
     await until(lambda: confirmed(client, "p1", 150), 20, "every order confirmed")
     sale = await admin_sale(client, "p1")
-    assert sale["orders"] == {"queued": 0, "confirmed": 150, "failed": 0, "cancelled": 0, "undetermined": 0}
+    assert sale["orders"] == {
+        "queued": 0,
+        "confirmed": 150,
+        "failed": 0,
+        "cancelled": 0,
+        "undetermined": 0,
+    }
     assert (sale["backlog"], sale["stock_left"]) == (0, 0)
     with sqlite3.connect(settings.data_dir / "orders.db") as db:
         rows = db.execute("SELECT order_id, user_id, quantity FROM orders").fetchall()
