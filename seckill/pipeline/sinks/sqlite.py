@@ -24,8 +24,8 @@ SQLite lets one writer at a time, the others wait up to half of ``timeout``
 What a failure proves (:class:`SinkError`): a row still waiting in the queue
 when its caller gives up is never written (the writer skips it): definite. A
 row the writer had taken when its caller gave up may still be committed:
-unknown. A rolled-back batch ("database is locked", a constraint) is definite;
-a constraint refusal is permanent. :meth:`SQLiteSink.contains` reads the
+unknown. A rolled-back batch ("database is locked") is definite; a constraint
+or a value SQLite cannot bind is a refusal (permanent). :meth:`SQLiteSink.contains` reads the
 committed table on a connection of its own.
 """
 
@@ -259,8 +259,12 @@ def _write_error(path: Path, batch: list[Pending], exc: BaseException) -> SinkEr
     return SinkError(
         f"SQLite write of order {order_id} failed ({path}): {one_line(exc)}",
         definite=_busy(exc),
-        permanent=isinstance(exc, sqlite3.IntegrityError),
+        permanent=isinstance(exc, _REFUSALS),
     )
+
+
+#: a constraint, or a value SQLite cannot bind (the statement never ran)
+_REFUSALS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, OverflowError)
 
 
 def _busy(exc: BaseException) -> bool:

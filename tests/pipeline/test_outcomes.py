@@ -1,0 +1,359 @@
+"""Delivery outcomes, end to end: stock goes back only on a definite "not
+written"; an unknown outcome is retried, never released, and parked as
+undetermined for an operator to settle (docs/API.md §5, §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from seckill.pipeline import consumer
+from seckill.process.procs import free_port
+from seckill.redis import keys
+from seckill.settings import Settings
+from seckill.tools.invariants import check_sale
+from tests.helpers.api import ADMIN, create_sale, make_app
+from tests.helpers.gateway import until
+from tests.helpers.webhook import Webhook
+
+Client = TestClient  # type: ignore[type-arg]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[Webhook]:
+    hook = await Webhook().start()
+    yield hook
+    await hook.stop()
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, settings: Settings, redis: Redis) -> MakeClient:
+    async def make(**changes: Any) -> Client:
+        return await aiohttp_client(make_app(settings.replace(**changes)))  # type: ignore[no-any-return]
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def quick_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reclaimer passes and round backoffs in tenths of seconds, not seconds."""
+    monkeypatch.setattr(consumer, "IDLE_TIMEOUT_MS", 300)
+    monkeypatch.setattr(consumer, "RECLAIM_INTERVAL", 0.2)
+    monkeypatch.setattr(consumer, "KEEP_INTERVAL", 0.1)
+    monkeypatch.setattr(consumer, "ROUND_BACKOFF_BASE", 0.2)
+
+
+async def crowd(client: Client, sale: str, users: list[str]) -> list[dict[str, Any]]:
+    async def buy(user: str) -> tuple[int, dict[str, Any]]:
+        resp = await client.post(f"/api/v1/sales/{sale}/orders", headers={"X-User-Id": user})
+        return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(buy(u) for u in users))
+    assert {s for s, _ in answers} <= {202, 409}, answers
+    return [body for status, body in answers if status == 202]
+
+
+async def admin_sale(client: Client, sale: str) -> dict[str, Any]:
+    resp = await client.get(f"/admin/v1/sales/{sale}", headers=ADMIN)
+    assert resp.status == 200
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def counts(client: Client, sale: str) -> dict[str, int]:
+    return (await admin_sale(client, sale))["orders"]  # type: ignore[no-any-return]
+
+
+async def settle(client: Client, order_id: str, body: Any, **kw: Any) -> tuple[int, Any]:
+    resp = await client.post(f"/admin/v1/orders/{order_id}/settle", json=body, **kw)
+    return resp.status, await resp.json()
+
+
+async def test_a_slow_webhook_that_stores_the_order_never_gets_it_released(
+    make_client: MakeClient, webhook: Webhook, redis: Redis
+) -> None:
+    """The shop stores each order but answers after the delivery timeout: the
+    stock stays held, nobody else buys it, and past the budget the orders are
+    undetermined, listed, and settled by the operator."""
+    webhook.late = 1.0
+    client = await make_client(
+        order_sink=webhook.url, delivery_timeout=0.3, delivery_retries=1, undetermined_after=2
+    )
+    await create_sale(client, "slow", stock=2)
+    admitted = await crowd(client, "slow", [f"u{i}" for i in range(6)])
+    assert len(admitted) == 2
+    ids = sorted(o["order_id"] for o in admitted)
+
+    async def parked() -> bool:
+        return (await counts(client, "slow"))["undetermined"] == 2
+
+    await until(parked, 20, "both orders undetermined")
+    sale = await admin_sale(client, "slow")
+    assert sale["orders"] == {
+        "queued": 0,
+        "confirmed": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "undetermined": 2,
+    }
+    assert (sale["stock_left"], sale["backlog"], sale["status"]) == (0, 0, "sold_out")
+    assert sorted(webhook.delivered) == ids  # the shop has each once; nothing else
+    assert webhook.raw >= 4  # retried over several rounds
+    assert await crowd(client, "slow", ["late1", "late2"]) == []  # no unit came back
+    # the entries left the stream: nothing pending, nothing kept
+    assert (await redis.xpending(keys.stream("slow"), "seckill"))["pending"] == 0
+    assert await redis.xlen(keys.stream("slow")) == 0
+
+    # listed for the operator, and shown to the customer
+    for query in ("?status=undetermined", "?status=undetermined&sale_id=slow"):
+        resp = await client.get(f"/admin/v1/orders{query}", headers=ADMIN)
+        listed = await resp.json()
+        assert resp.status == 200
+        assert sorted(o["order_id"] for o in listed["orders"]) == ids
+        assert listed["truncated"] is False
+        assert {o["status"] for o in listed["orders"]} == {"undetermined"}
+    owner = next(o for o in listed["orders"] if o["order_id"] == ids[0])["user_id"]
+    resp = await client.get(f"/api/v1/orders/{ids[0]}", headers={"X-User-Id": owner})
+    assert (await resp.json())["status"] == "undetermined"
+
+    # settle: confirm one (the shop has it), release the other (say it does not)
+    assert await settle(client, ids[0], {"outcome": "confirm"}, headers=ADMIN) == (
+        200,
+        {**(await resp.json()), "status": "confirmed"},
+    )
+    status, body = await settle(client, ids[1], {"outcome": "release"}, headers=ADMIN)
+    assert (status, body["status"]) == (200, "failed")
+    sale = await admin_sale(client, "slow")
+    assert sale["orders"]["confirmed"] == 1 and sale["orders"]["failed"] == 1
+    assert (sale["stock_left"], sale["orders"]["undetermined"]) == (1, 0)
+    resp = await client.get("/admin/v1/orders?status=undetermined", headers=ADMIN)
+    assert (await resp.json())["orders"] == []
+    # settled already: 409; the cancel route says to settle instead (tested below)
+    status, body = await settle(client, ids[0], {"outcome": "release"}, headers=ADMIN)
+    assert (status, body["error"]) == (409, "order_not_undetermined")
+    assert "confirmed, not undetermined" in body["message"]
+    checks = await check_sale(redis, "slow")
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+
+
+@pytest.mark.parametrize(
+    ("order_id", "body", "headers", "status", "code"),
+    [
+        ("bs.AAAAAAAAAAAAAAAA", {"outcome": "confirm"}, ADMIN, 404, "order_not_found"),
+        ("nodot", {"outcome": "confirm"}, ADMIN, 400, "invalid_request"),
+        ("bs.AAAAAAAAAAAAAAAA", {"outcome": "maybe"}, ADMIN, 400, "invalid_request"),
+        ("bs.AAAAAAAAAAAAAAAA", {}, ADMIN, 400, "invalid_request"),
+        ("bs.AAAAAAAAAAAAAAAA", ["confirm"], ADMIN, 400, "invalid_request"),
+        ("bs.AAAAAAAAAAAAAAAA", {"outcome": "confirm", "x": 1}, ADMIN, 400, "invalid_request"),
+        ("bs.AAAAAAAAAAAAAAAA", None, ADMIN, 400, "invalid_request"),
+        ("bs.AAAAAAAAAAAAAAAA", {"outcome": "confirm"}, {}, 401, "unauthenticated"),
+    ],
+)
+async def test_settle_bad_inputs(
+    client: Client, order_id: str, body: Any, headers: dict[str, str], status: int, code: str
+) -> None:
+    answer = await settle(client, order_id, body, headers=headers)
+    assert (answer[0], answer[1]["error"]) == (status, code), answer
+
+
+async def test_settling_a_queued_order_is_409_and_an_undetermined_one_is_not_cancellable(
+    client: Client, redis: Redis
+) -> None:
+    await create_sale(client, "st", stock=3)
+    [order] = await crowd(client, "st", ["a"])
+    oid = order["order_id"]
+    # a queued (or confirmed) order is not settled: 409, nothing changes
+    await until(
+        lambda: redis.hget(keys.order("st", oid), "status"), 10, "the order hash"
+    )  # exists at once
+    status_before = await redis.hget(keys.order("st", oid), "status")
+    status, body = await settle(client, oid, {"outcome": "release"}, headers=ADMIN)
+    assert (status, body["error"]) == (409, "order_not_undetermined")
+    assert f"{status_before}, not undetermined" in body["message"]
+    # park it by hand, as the pipeline would: then cancel says to settle
+    await redis.hset(keys.order("st", oid), "status", "undetermined")
+    resp = await client.post(f"/admin/v1/orders/{oid}/cancel", headers=ADMIN)
+    body = await resp.json()
+    assert (resp.status, body["error"]) == (409, "order_not_cancellable")
+    assert "settle it" in body["message"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "?status=queued", "?status=undetermined&sale_id=bad%20id", "?status=UNDETERMINED"],
+)
+async def test_listing_orders_bad_queries(client: Client, query: str) -> None:
+    resp = await client.get(f"/admin/v1/orders{query}", headers=ADMIN)
+    assert (resp.status, (await resp.json())["error"]) == (400, "invalid_request")
+    resp = await client.get("/admin/v1/orders?status=undetermined")
+    assert resp.status == 401
+
+
+@pytest.mark.parametrize("status", [500, 503, 408, 429])
+async def test_unknown_answers_are_retried_and_never_released(
+    make_client: MakeClient, webhook: Webhook, status: int
+) -> None:
+    webhook.fail, webhook.fail_status = True, status
+    client = await make_client(
+        order_sink=webhook.url, delivery_timeout=0.5, delivery_retries=1, undetermined_after=60
+    )
+    await create_sale(client, "unk", stock=2)
+    admitted = await crowd(client, "unk", ["a", "b", "c"])
+    assert len(admitted) == 2
+    # both rounds of tries and later rounds (deferred, then re-claimed)
+    await until(lambda: webhook.raw >= 8, 20, "several rounds of retries")
+    sale = await admin_sale(client, "unk")
+    assert sale["orders"]["failed"] == 0 and sale["stock_left"] == 0
+    assert sale["orders"]["queued"] == 2
+    webhook.fail = False  # the shop recovers: each order is confirmed once
+
+    async def confirmed() -> bool:
+        return (await counts(client, "unk"))["confirmed"] == 2
+
+    await until(confirmed, 20, "both orders confirmed")
+    assert webhook.delivered == {o["order_id"] for o in admitted}
+
+
+async def test_a_refusal_after_an_unknown_try_parks_instead_of_releasing(
+    make_client: MakeClient, webhook: Webhook
+) -> None:
+    """A timeout may have stored it; a later 400 does not prove otherwise."""
+    webhook.late = 1.0
+    client = await make_client(
+        order_sink=webhook.url, delivery_timeout=0.3, delivery_retries=0, undetermined_after=60
+    )
+    await create_sale(client, "mix", stock=1)
+    [order] = await crowd(client, "mix", ["a"])
+    await until(lambda: webhook.raw >= 1, 10, "the first (late) delivery")
+    webhook.late, webhook.fail, webhook.fail_status = 0.0, True, 400
+
+    async def parked() -> bool:
+        return (await counts(client, "mix"))["undetermined"] == 1
+
+    await until(parked, 20, "the order parked")
+    sale = await admin_sale(client, "mix")
+    assert (sale["stock_left"], sale["orders"]["failed"]) == (0, 0)
+    assert webhook.delivered == {order["order_id"]}
+
+
+async def test_connection_refused_is_definite_and_releases_after_the_budget(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(
+        order_sink=f"http://127.0.0.1:{free_port()}/orders",
+        delivery_timeout=0.5,
+        delivery_retries=2,
+    )
+    await create_sale(client, "ref", stock=2)
+    assert len(await crowd(client, "ref", ["a", "b"])) == 2
+
+    async def failed() -> bool:
+        return (await counts(client, "ref"))["failed"] == 2
+
+    await until(failed, 20, "both orders failed (nothing was ever sent)")
+    assert (await admin_sale(client, "ref"))["stock_left"] == 2
+
+
+@pytest.mark.fault
+async def test_sqlite_locked_by_another_writer_does_not_oversell(
+    make_client: MakeClient, settings: Settings, redis: Redis
+) -> None:
+    """Another writer holds the lock longer than the delivery timeout while a
+    crowd buys and buys again: the sink ends with no more units than sold."""
+    db_path = Path(settings.data_dir) / "orders.db"
+    client = await make_client(delivery_timeout=0.4, delivery_retries=1, undetermined_after=60)
+    await create_sale(client, "lock", stock=5)
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        admitted = await crowd(client, "lock", [f"u{i}" for i in range(20)])
+        assert len(admitted) == 5
+
+        async def some_released() -> bool:
+            return (await counts(client, "lock"))["failed"] >= 1
+
+        await until(some_released, 20, "locked writes failing definitely")
+        # released units are sold again while the lock is still held
+        again = await crowd(client, "lock", [f"v{i}" for i in range(20)])
+        assert again, "a released unit was not buyable again"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    more = await crowd(client, "lock", [f"w{i}" for i in range(20)])
+
+    async def drained() -> bool:
+        c = await counts(client, "lock")
+        return c["queued"] == 0
+
+    await until(drained, 30, "every order delivered or released")
+    sale = await admin_sale(client, "lock")
+    assert sale["stock_left"] + sale["orders"]["confirmed"] == 5, sale
+    assert len(admitted) + len(again) + len(more) >= 6
+    checks = {c.name: c for c in await check_sale(redis, "lock", sink_url=f"sqlite:///{db_path}")}
+    assert all(c.ok for c in checks.values()), [c.line() for c in checks.values()]
+    assert checks["sink_within_sold"].ok
+
+
+async def test_a_crowd_against_a_slow_sink_sells_exactly_the_stock(
+    make_client: MakeClient, webhook: Webhook, redis: Redis
+) -> None:
+    """Hundreds of concurrent buyers, a shop that stores every order but
+    answers late at first: the sale sells out exactly, nothing is released,
+    and the shop ends with exactly one order per unit."""
+    stock = 40
+    webhook.late = 0.5
+    client = await make_client(
+        order_sink=webhook.url, delivery_timeout=0.25, delivery_retries=1, undetermined_after=60
+    )
+    await create_sale(client, "crowd", stock=stock)
+    admitted = await crowd(client, "crowd", [f"u{i}" for i in range(300)])
+    assert len(admitted) == stock
+    await until(lambda: len(webhook.delivered) == stock, 30, "every order reached the shop")
+    # a second crowd while the outcomes are unknown: nothing came back to sell
+    assert await crowd(client, "crowd", [f"v{i}" for i in range(100)]) == []
+    webhook.late = 0.0
+
+    async def all_confirmed() -> bool:
+        return (await counts(client, "crowd"))["confirmed"] == stock
+
+    await until(all_confirmed, 30, "every order confirmed")
+    sale = await admin_sale(client, "crowd")
+    assert (sale["stock_left"], sale["orders"]["failed"]) == (0, 0)
+    assert webhook.delivered == {o["order_id"] for o in admitted}
+    units = sum(b["quantity"] for b in webhook.bodies.values())
+    assert units == stock
+    checks = await check_sale(redis, "crowd", require_drained=True)
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+
+
+async def test_final_orders_expire_after_the_retention_then_404(
+    make_client: MakeClient, redis: Redis
+) -> None:
+    client = await make_client(order_retention=1, idempotency_ttl=1)
+    await create_sale(client, "ret", stock=2)
+    [order] = await crowd(client, "ret", ["a"])
+    oid = order["order_id"]
+
+    async def confirmed() -> bool:
+        return (await counts(client, "ret"))["confirmed"] == 1
+
+    await until(confirmed, 10, "the order confirmed")
+    resp = await client.get(f"/api/v1/orders/{oid}", headers={"X-User-Id": "a"})
+    assert (await resp.json())["status"] == "confirmed"
+
+    async def gone() -> bool:
+        resp = await client.get(f"/api/v1/orders/{oid}", headers={"X-User-Id": "a"})
+        return resp.status == 404 and (await resp.json())["error"] == "order_not_found"
+
+    await until(gone, 10, "the order hash expired")
+    # the sale's counters and stock are untouched by the expiry
+    sale = await admin_sale(client, "ret")
+    assert (sale["stock_left"], sale["orders"]["confirmed"]) == (1, 1)
+    assert await redis.xlen(keys.stream("ret")) == 0
