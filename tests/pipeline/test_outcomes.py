@@ -5,7 +5,10 @@ undetermined for an operator to settle (docs/API.md §5, §6)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,10 @@ from redis.asyncio import Redis
 from seckill.pipeline import consumer
 from seckill.process.procs import free_port
 from seckill.redis import keys
+from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
 from seckill.tools.invariants import check_sale
-from tests.helpers.api import ADMIN, create_sale, make_app
+from tests.helpers.api import ADMIN, ADMIN_TOKEN, create_sale, make_app
 from tests.helpers.gateway import until
 from tests.helpers.webhook import Webhook
 
@@ -357,3 +361,81 @@ async def test_final_orders_expire_after_the_retention_then_404(
     sale = await admin_sale(client, "ret")
     assert (sale["stock_left"], sale["orders"]["confirmed"]) == (1, 1)
     assert await redis.xlen(keys.stream("ret")) == 0
+
+
+async def seckill_cli(*args: str) -> tuple[int, str, str]:
+    """``python -m seckill ARGS`` in a child process (the loop keeps serving)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "seckill",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "SECKILL_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+    try:
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def parked_orders(redis: Redis, scripts: Scripts, sale: str, users: list[str]) -> list[str]:
+    """Orders of *users* in *sale*, parked as undetermined the way the pipeline does."""
+    await scripts.sale_put(sale, {"stock": 5})
+    ids = [(await scripts.admit(sale, u, 1)).order_id for u in users]
+    await redis.xgroup_create(keys.stream(sale), consumer.GROUP, id="0")
+    [[_, entries]] = await redis.xreadgroup(consumer.GROUP, "gone", {keys.stream(sale): ">"})
+    for entry_id, fields in entries:
+        assert await scripts.park(sale, fields["order_id"], consumer.GROUP, entry_id)
+    await redis.sadd(keys.SALES_INDEX, sale)  # listed by "every sale" too
+    return sorted(ids)
+
+
+async def test_cli_lists_and_settles_undetermined_orders(
+    client: Client, redis: Redis, scripts: Scripts
+) -> None:
+    url = str(client.make_url("")).rstrip("/")
+    a, b = await parked_orders(redis, scripts, "cli", ["alice", "bob"])
+    code, out, err = await seckill_cli("order", "undetermined", "--url", url)
+    assert (code, err) == (0, "")
+    assert [line.split()[:2] for line in out.splitlines()] == [
+        [a, "undetermined"],
+        [b, "undetermined"],
+    ]
+    code, out, _ = await seckill_cli(
+        "order", "undetermined", "--sale", "cli", "--url", url, "--json"
+    )
+    assert code == 0 and [o["order_id"] for o in json.loads(out)["orders"]] == [a, b]
+
+    code, out, err = await seckill_cli("order", "settle", a, "--confirm", "--url", url)
+    assert (code, err) == (0, ""), err
+    assert out.startswith("confirmed\n") and f"{a}  confirmed" in out
+    code, out, err = await seckill_cli("order", "settle", b, "--release", "--url", url)
+    assert (code, err) == (0, ""), err
+    assert out.startswith("released")
+    assert (await redis.hget(keys.sale("cli"), "stock_left")) == "4"
+    code, out, _ = await seckill_cli("order", "undetermined", "--url", url)
+    assert (code, out) == (0, "no undetermined orders\n")
+
+    bad = [
+        (["settle", a, "--release"], 1, "order_not_undetermined"),
+        (["settle", "cli.AAAAAAAAAAAAAAAA", "--confirm"], 1, "order_not_found"),
+        (["settle", "nodot", "--confirm"], 2, "not an order id"),
+        (["settle", a], 2, "exactly one of --confirm or --release"),
+        (["settle", a, "--confirm", "--release"], 2, "exactly one of --confirm or --release"),
+        (["undetermined", "--sale", "bad id"], 2, "not a valid sale id"),
+        (["settle", a, "--confirm", "--token", "wrong-token-123456789"], 2, "unauthenticated"),
+    ]
+    results = await asyncio.gather(
+        *(seckill_cli("order", *args, "--url", url) for args, _, _ in bad)
+    )
+    for (args, want, fragment), (code, out, err) in zip(bad, results, strict=True):
+        lines = err.strip().splitlines()
+        assert code == want and len(lines) == 1 and fragment in lines[0], (args, code, err)
+        assert lines[0].startswith("seckill: error: ")
