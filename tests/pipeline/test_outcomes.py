@@ -435,7 +435,7 @@ async def test_cli_lists_and_settles_undetermined_orders(
     results = await asyncio.gather(
         *(seckill_cli("order", *args, "--url", url) for args, _, _ in bad)
     )
-    for (args, want, fragment), (code, out, err) in zip(bad, results, strict=True):
+    for (args, want, fragment), (code, _, err) in zip(bad, results, strict=True):
         lines = err.strip().splitlines()
         assert code == want and len(lines) == 1 and fragment in lines[0], (args, code, err)
         assert lines[0].startswith("seckill: error: ")
