@@ -22,10 +22,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from redis.asyncio import Redis
 
+from seckill.pipeline.sinks import safe_url
 from seckill.redis import keys
 from seckill.schemas import ORDER_STATUSES
 from seckill.tools.admin_client import AdminClientError, call
@@ -144,7 +145,7 @@ async def check_sale(
         checks.append(_every_order_final(queued, len(orders)))
     checks.append(_counts_consistent(sale, by_status, malformed))
     if sink_url is not None:
-        rows = await asyncio.to_thread(read_sink, sqlite_path(sink_url), sale_id)
+        rows = await read_sink_rows(sink_url, sale_id)
         checks.append(_sink_exactly_once(sink_url, rows, sale_id, orders))
         cancelled = {i for i, o in orders.items() if o.get("status") == "cancelled"}
         checks.append(sink_within_sold(rows, sale, cancelled))
@@ -222,10 +223,47 @@ def _counts_consistent(
     return Check("counts_consistent", True, counts)
 
 
+def sink_shown(sink_url: str) -> str:
+    """The sink as check details name it (a PostgreSQL URL without its password);
+    CheckError when it is neither a SQLite nor a PostgreSQL URL."""
+    if sink_url.lower().startswith(("postgresql://", "postgres://")):
+        return safe_url(urlsplit(sink_url))
+    return str(sqlite_path(sink_url))
+
+
+async def read_sink_rows(sink_url: str, sale_id: str) -> list[tuple[str, str, str, int]]:
+    """(order_id, sale_id, user_id, quantity) of every sink row of the sale."""
+    if not sink_url.lower().startswith(("postgresql://", "postgres://")):
+        return await asyncio.to_thread(read_sink, sqlite_path(sink_url), sale_id)
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(sink_url, timeout=10)
+    except Exception as exc:  # refused, auth, no such database, bad DSN
+        raise CheckError(
+            f"cannot reach the PostgreSQL sink {sink_shown(sink_url)}: {exc}"
+        ) from None
+    try:
+        rows = await conn.fetch(
+            "SELECT order_id, sale_id, user_id, quantity FROM orders"
+            " WHERE sale_id = $1 OR left(order_id, $2) = $3",
+            sale_id,
+            len(sale_id) + 1,
+            sale_id + ".",
+        )
+    except asyncpg.PostgresError as exc:
+        raise CheckError(f"cannot read table orders of {sink_shown(sink_url)}: {exc}") from None
+    finally:
+        await conn.close()
+    return [(str(a), str(b), str(c), int(d)) for a, b, c, d in rows]
+
+
 def sqlite_path(sink_url: str) -> Path:
     """The file of a ``sqlite:///PATH`` URL (the gateway's own convention)."""
     if not sink_url.lower().startswith("sqlite:///") or len(sink_url) == len("sqlite:///"):
-        raise CheckError(f"the sink to check must be sqlite:///PATH, got {sink_url!r}")
+        raise CheckError(
+            f"the sink to check must be sqlite:///PATH or postgresql://…, got {sink_url!r}"
+        )
     return Path(sink_url[len("sqlite:///") :])
 
 
@@ -294,7 +332,7 @@ def _sink_exactly_once(
     sale_id: str,
     orders: dict[str, dict[str, str]],
 ) -> Check:
-    path = sqlite_path(sink_url)
+    path = sink_shown(sink_url)
     copies = Counter(r[0] for r in rows)
     confirmed = {i for i, o in orders.items() if o.get("status") == "confirmed"}
     missing = sorted(confirmed - set(copies))

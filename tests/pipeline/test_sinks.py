@@ -18,13 +18,18 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
 
+from seckill.pipeline.consumer import GROUP
 from seckill.pipeline.sinks import Order, Sink, SinkError, sink_from_url
 from seckill.pipeline.sinks.postgres import PostgresSink
 from seckill.pipeline.sinks.sqlite import SQLiteSink
 from seckill.pipeline.sinks.webhook import WebhookSink
 from seckill.process.procs import free_port
+from seckill.redis import keys
+from seckill.redis.scripts import Scripts
 from seckill.timefmt import parse_rfc3339
+from seckill.tools.invariants import check_sale
 from tests.helpers.ci import missing
 from tests.helpers.pg import PostgresServer, find_bindir
 
@@ -471,6 +476,28 @@ async def test_postgres_classifies_failures_and_looks_rows_up(
     finally:
         await conn.execute("ALTER TABLE orders_away RENAME TO orders")
         await conn.close()
+
+
+@pytest.mark.timeout(60)
+async def test_checker_reads_a_postgres_sink(
+    pg_url: str, pg_sink: PostgresSink, redis: Redis, scripts: Scripts
+) -> None:
+    """loadtest.check's sink checks work on PostgreSQL too: sink_within_sold
+    fails when the backend holds a unit more than sold."""
+    await scripts.sale_put("pgc", {"stock": 2})
+    await redis.xgroup_create(keys.stream("pgc"), GROUP, id="0", mkstream=True)
+    for user in ("a", "b"):
+        admitted = await scripts.admit("pgc", user, 1)
+        [[_, [(entry_id, _)]]] = await redis.xreadgroup(GROUP, "c", {keys.stream("pgc"): ">"})
+        await pg_sink.deliver(Order(admitted.order_id, "pgc", user, 1, T0))
+        assert await scripts.confirm("pgc", admitted.order_id, GROUP, entry_id)
+    checks = {c.name: c for c in await check_sale(redis, "pgc", sink_url=pg_url)}
+    assert all(c.ok for c in checks.values()), [c.line() for c in checks.values()]
+    assert checks["sink_within_sold"].detail.startswith("the sink holds 2 units in 2 rows")
+    await pg_sink.deliver(Order("pgc.GHOSTGHOSTGHOST0", "pgc", "c", 1, T0))
+    checks = {c.name: c for c in await check_sale(redis, "pgc", sink_url=pg_url)}
+    assert not checks["sink_within_sold"].ok
+    assert "the sink holds 1 unit(s) more than sold" in checks["sink_within_sold"].detail
 
 
 @pytest.mark.timeout(60)
