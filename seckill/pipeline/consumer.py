@@ -356,7 +356,10 @@ class Pipeline:
             with contextlib.suppress(LockError, RedisError, OSError):
                 await lock.release()
         if taken:
-            log.info("reclaimed %d order(s) from stopped consumers", taken)
+            log.info(
+                "took over %d idle pending order(s): a stopped consumer's, or due for a retry",
+                taken,
+            )
         return taken
 
     # -- delivering -------------------------------------------------------------------
@@ -455,8 +458,8 @@ class Pipeline:
                 entry.sale_id, order.order_id, GROUP, entry.entry_id, retention=self.retention
             )
         )
-        metrics.DELIVERIES_FAILED.inc()
         if released:
+            metrics.DELIVERIES_FAILED.inc()
             log.warning(
                 "order %s not written (%s); stock returned",
                 order.order_id,

@@ -61,7 +61,7 @@ async def confirmed(client: Client, sale: str, n: int) -> bool:
 
 
 async def test_burst_is_delivered_to_sqlite_once_each(
-    make_client: MakeClient, settings: Settings
+    make_client: MakeClient, settings: Settings, redis: Redis
 ) -> None:
     client = await make_client()
     await create_sale(client, "p1", stock=150)
@@ -77,6 +77,10 @@ async def test_burst_is_delivered_to_sqlite_once_each(
         "undetermined": 0,
     }
     assert (sale["backlog"], sale["stock_left"]) == (0, 0)
+    # delivered entries are deleted from the stream; final orders get their retention
+    assert await redis.xlen(keys.stream("p1")) == 0
+    ttls = {await redis.ttl(keys.order("p1", o["order_id"])) for o in admitted}
+    assert all(0 < t <= settings.order_retention for t in ttls), ttls
     with sqlite3.connect(settings.data_dir / "orders.db") as db:
         rows = db.execute("SELECT order_id, user_id, quantity FROM orders").fetchall()
     assert sorted(r[0] for r in rows) == sorted(o["order_id"] for o in admitted)

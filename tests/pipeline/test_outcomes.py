@@ -439,3 +439,37 @@ async def test_cli_lists_and_settles_undetermined_orders(
         lines = err.strip().splitlines()
         assert code == want and len(lines) == 1 and fragment in lines[0], (args, code, err)
         assert lines[0].startswith("seckill: error: ")
+
+
+async def test_orders_in_doubt_survive_a_restart_and_are_delivered_after(
+    make_client: MakeClient, webhook: Webhook, redis: Redis
+) -> None:
+    """An order whose outcome is unknown waits in the stream, not in the
+    process: a new gateway process picks it up and delivers it."""
+    webhook.fail = True
+    options = {
+        "order_sink": webhook.url,
+        "delivery_timeout": 0.5,
+        "delivery_retries": 0,
+        "undetermined_after": 60,
+    }
+    client = await make_client(**options)
+    await create_sale(client, "rs", stock=3)
+    admitted = await crowd(client, "rs", ["a", "b", "c"])
+
+    async def all_deferred() -> bool:
+        rounds = [await redis.hget(keys.order("rs", o["order_id"]), "rounds") for o in admitted]
+        return all(r is not None for r in rounds)
+
+    await until(all_deferred, 20, "every order's outcome unknown and deferred")
+    await client.close()  # the gateway process stops with the orders in doubt
+    assert (await redis.xpending(keys.stream("rs"), "seckill"))["pending"] == 3
+    webhook.fail = False
+    client = await make_client(**options)
+
+    async def confirmed() -> bool:
+        return (await counts(client, "rs"))["confirmed"] == 3
+
+    await until(confirmed, 20, "the orders delivered after the restart")
+    assert webhook.delivered == {o["order_id"] for o in admitted}
+    assert await redis.xlen(keys.stream("rs")) == 0
