@@ -473,3 +473,28 @@ async def test_orders_in_doubt_survive_a_restart_and_are_delivered_after(
     await until(confirmed, 20, "the orders delivered after the restart")
     assert webhook.delivered == {o["order_id"] for o in admitted}
     assert await redis.xlen(keys.stream("rs")) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--undetermined-after", "0"], "--undetermined-after must be 1..2592000"),
+        (["--undetermined-after", "soon"], "--undetermined-after"),
+        (["--order-retention", "60"], "--order-retention must be 86400..31622400"),
+        (["--order-retention", "-1"], "--order-retention"),
+    ],
+)
+async def test_serve_refuses_bad_outcome_and_retention_flags(
+    args: list[str], fragment: str
+) -> None:
+    code, out, err = await seckill_cli("serve", "--port", str(free_port()), *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, (code, out, err)
+    assert lines[0].startswith("seckill: error: ") and fragment in lines[0], lines[0]
+
+
+def test_settings_defaults_for_outcomes_and_retention() -> None:
+    settings = Settings()
+    assert (settings.undetermined_after, settings.order_retention) == (3600.0, 7 * 86_400)
+    options = settings.validated().pipeline_options()
+    assert (options.undetermined_after, options.order_retention) == (3600.0, 7 * 86_400)
