@@ -18,8 +18,10 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill.pipeline import consumer
+from seckill.pipeline.sinks import CheckableSink, Order, SinkError
 from seckill.process.procs import free_port
 from seckill.redis import keys
+from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
 from seckill.tools.invariants import check_sale
@@ -498,3 +500,72 @@ def test_settings_defaults_for_outcomes_and_retention() -> None:
     assert (settings.undetermined_after, settings.order_retention) == (3600.0, 7 * 86_400)
     options = settings.validated().pipeline_options()
     assert (options.undetermined_after, options.order_retention) == (3600.0, 7 * 86_400)
+
+
+class LookingSink:
+    """A sink whose writes always fail definitely and that answers lookups
+    from *held* (the rows an earlier holder wrote); ``lookup_fails`` makes
+    the lookup itself fail."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.lookup_fails = False
+        self.lookups: list[str] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def deliver(self, order: Order) -> None:
+        raise SinkError("connection refused", definite=True)
+
+    async def contains(self, order_id: str) -> bool:
+        self.lookups.append(order_id)
+        if self.lookup_fails:
+            raise SinkError("lookup failed")
+        return order_id in self.held
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_database_sink_is_asked_before_a_release(
+    clients: RedisClients, scripts: Scripts, settings: Settings
+) -> None:
+    """Every try failed definitely: the row an earlier holder wrote is found
+    (confirmed), a missing one releases, a failed lookup keeps the stock."""
+    redis = clients.redis
+    await scripts.sale_put("look", {"stock": 5})
+    ids = [(await scripts.admit("look", u, 1)).order_id for u in ("a", "b", "c")]
+    sink = LookingSink({ids[0]})
+    assert isinstance(sink, CheckableSink)
+    options = settings.replace(delivery_retries=0, delivery_timeout=0.5).pipeline_options()
+
+    async def released(sale_id: str) -> None:
+        return None
+
+    pipeline = consumer.Pipeline(clients, scripts, sink, options, "looker", released)
+    await redis.sadd(keys.SALES_INDEX, "look")
+    await pipeline.start()
+    try:
+
+        async def status(order_id: str) -> str | None:
+            return await redis.hget(keys.order("look", order_id), "status")  # type: ignore[no-any-return]
+
+        await until(
+            lambda: _statuses(redis, ids, ["confirmed", "failed", "failed"]), 10, "a, b, c settled"
+        )
+        assert sorted(sink.lookups) == sorted(ids)
+        sink.lookup_fails = True
+        ids.append((await scripts.admit("look", "d", 1)).order_id)
+        await until(lambda: redis.hget(keys.order("look", ids[3]), "rounds"), 10, "d deferred")
+        assert await status(ids[3]) == "queued"
+    finally:
+        await pipeline.stop()
+    sale = await redis.hgetall(keys.sale("look"))
+    # a confirmed (holds its unit), b and c released, d still holding its unit
+    assert (sale["stock_left"], sale["n_confirmed"], sale["n_failed"]) == ("3", "1", "2")
+
+
+async def _statuses(redis: Redis, order_ids: list[str], want: list[str]) -> bool:
+    got = [await redis.hget(keys.order("look", i), "status") for i in order_ids]
+    return got == want
