@@ -9,7 +9,9 @@ Per gateway process:
   entries still pending on its own name (a restart re-delivers them at once);
 - ``workers`` tasks take entries and deliver them to the sink (timeout per
   try, exponential backoff with jitter, a retry budget); success runs
-  confirm.lua. A failure is *definite* (the order was certainly not written)
+  confirm.lua (begin.lua first reads the order and counts the try, so that
+  whoever holds the entry later knows a try may have gone out). A failure is
+  *definite* (the order was certainly not written)
   or *unknown* (it may have been: a timeout after sending, a 5xx…; see
   ``SinkError``). Stock goes back (release.lua) only when every try failed
   definitely — or at once on a refusal — and a sink that can look
@@ -387,25 +389,27 @@ class Pipeline:
         """Deliver one order and settle it in Redis (see the module docstring:
         definite failures release, unknown ones defer and finally park)."""
         order = entry.order
-        order_key = keys.order(entry.sale_id, order.order_id)
-        status, unknown_since, retry_at = await self._redis_retry(
-            lambda: self._command("HMGET", order_key, "status", "unknown_since", "retry_at")
+        start = await self._redis_retry(
+            lambda: self.scripts.begin(entry.sale_id, order.order_id, now_ms=now_ms())
         )
-        if status != "queued":  # cancelled, or done by a process that died
+        if start.status != "queued":  # cancelled, or done by a process that died
             await self._ack(entry)
             return
-        rounds_before = unknown_since is not None
-        if rounds_before and retry_at is not None and now_ms() < int(retry_at):
+        if not start.due:
             return  # backing off: left pending for a later reclaimer pass
+        unknown_since = start.unknown_since
+        # A try that an earlier holder started (a process that died or stopped
+        # mid-round) may have reached the sink: its outcome is unknown too.
+        tried_before = unknown_since is not None or start.attempts_before > 0
         # A first round tries the whole budget; a later one (the outcome is
         # already unknown) tries once per pass.
-        delivery = await self._deliver(order, self.retries + 1 if not rounds_before else 1)
+        delivery = await self._deliver(order, self.retries + 1 if unknown_since is None else 1)
         if delivery is Delivery.STOPPING:
             return
         if delivery is Delivery.DELIVERED:
             await self._confirm(entry)
             return
-        maybe_written = rounds_before or delivery is Delivery.UNKNOWN
+        maybe_written = tried_before or delivery is Delivery.UNKNOWN
         if not maybe_written:
             # Every try failed definitely: nothing was written, unless a sink
             # that can look says otherwise (an earlier holder's write).
@@ -415,9 +419,9 @@ class Pipeline:
             elif found is False or not isinstance(self.sink, CheckableSink):
                 await self._release(entry, delivery)
             else:  # the lookup failed: not proven, keep the stock
-                await self._defer(entry, int(unknown_since or 0))
+                await self._defer(entry, 0)
             return
-        since = int(unknown_since) if unknown_since is not None else now_ms()
+        since = unknown_since if unknown_since is not None else now_ms()
         if delivery is Delivery.REFUSED or now_ms() - since >= self.undetermined_after_ms:
             if await self._written(order):
                 await self._confirm(entry)

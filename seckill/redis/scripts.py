@@ -86,6 +86,22 @@ class AdmitResult:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryStart:
+    """An order's state as a worker finds it (lua/begin.lua)."""
+
+    #: "" when there is no such order (expired, deleted)
+    status: str
+    #: ms: when its delivery outcome first became unknown, if it did
+    unknown_since: int | None
+    #: ms: not before this, while it backs off
+    retry_at: int | None
+    #: tries started before this one (by any process)
+    attempts_before: int
+    #: True when it is queued and not backing off: a try is due (and counted)
+    due: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SalePutResult:
     outcome: SalePut
     sale: dict[str, str]
@@ -128,8 +144,8 @@ def _num(value: float | None) -> str:
 class Scripts:
     """The scripts, registered with one process's clients.
 
-    The per-order scripts (admit.lua, the hot path; confirm, release, park,
-    defer, ack) travel through the auto-pipeline; the admin ones (sale_put,
+    The per-order scripts (admit.lua, the hot path; begin, confirm, release,
+    park, defer, ack) travel through the auto-pipeline; the admin ones (sale_put,
     cancel, settle) through redis-py's ``Script``. Both reload a script on NOSCRIPT.
     """
 
@@ -143,6 +159,7 @@ class Scripts:
         self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
         self._park: AsyncScript = redis.register_script(lua_source("park"))
         self._defer: AsyncScript = redis.register_script(lua_source("defer"))
+        self._begin: AsyncScript = redis.register_script(lua_source("begin"))
         self._ack: AsyncScript = redis.register_script(lua_source("ack"))
         self._settle: AsyncScript = redis.register_script(lua_source("settle"))
         self._keys: dict[str, tuple[str, str, str, str]] = {}
@@ -319,6 +336,18 @@ class Scripts:
             [group, entry_id, "" if now_ms is None else now_ms, order_id],
         )
         return bool(int(changed))
+
+    async def begin(self, sale_id: str, order_id: str, *, now_ms: int) -> DeliveryStart:
+        """The order's state before a delivery; counts the try when it is due."""
+        reply: list[Any] = await self._run(self._begin, [keys.order(sale_id, order_id)], [now_ms])
+        status, since, retry_at = (_str(x) for x in reply[:3])
+        return DeliveryStart(
+            status=status,
+            unknown_since=int(since) if since else None,
+            retry_at=int(retry_at) if retry_at else None,
+            attempts_before=int(reply[3]),
+            due=bool(int(reply[4])),
+        )
 
     async def defer(
         self, sale_id: str, order_id: str, *, now_ms: int, retry_at_ms: int

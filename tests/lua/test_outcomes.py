@@ -138,3 +138,26 @@ async def test_defer_notes_the_doubt_only_on_a_queued_order(redis: Redis, script
     await redis.delete(keys.order(SALE, b))
     assert await scripts.defer(SALE, b, now_ms=T0, retry_at_ms=T0) is None
     assert await redis.exists(keys.order(SALE, b)) == 0
+
+
+async def test_begin_counts_due_tries_only(redis: Redis, scripts: Scripts) -> None:
+    [(a, ea)] = await admitted(redis, scripts, ["a"])
+    first = await scripts.begin(SALE, a, now_ms=T0)
+    assert (first.status, first.unknown_since, first.retry_at) == ("queued", None, None)
+    assert (first.attempts_before, first.due) == (0, True)
+    assert (await scripts.begin(SALE, a, now_ms=T0)).attempts_before == 1
+    await scripts.defer(SALE, a, now_ms=T0, retry_at_ms=T0 + 1000)
+    backing_off = await scripts.begin(SALE, a, now_ms=T0 + 999)
+    assert (backing_off.due, backing_off.unknown_since, backing_off.retry_at) == (
+        False,
+        T0,
+        T0 + 1000,
+    )
+    assert (await scripts.begin(SALE, a, now_ms=T0 + 1000)).attempts_before == 2  # not counted
+    assert await redis.hget(keys.order(SALE, a), "attempts") == "3"
+    await scripts.confirm(SALE, a, GROUP, ea)
+    done = await scripts.begin(SALE, a, now_ms=T0 + 5000)
+    assert (done.status, done.due) == ("confirmed", False)
+    gone = await scripts.begin(SALE, f"{SALE}.AAAAAAAAAAAAAAAA", now_ms=T0)
+    assert (gone.status, gone.due) == ("", False)
+    assert await redis.exists(keys.order(SALE, f"{SALE}.AAAAAAAAAAAAAAAA")) == 0

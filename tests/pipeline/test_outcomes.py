@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill.pipeline import consumer
-from seckill.pipeline.sinks import CheckableSink, Order, SinkError
+from seckill.pipeline.sinks import CheckableSink, Order, SinkError, sink_from_url
 from seckill.process.procs import free_port
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
@@ -569,3 +569,46 @@ async def test_a_database_sink_is_asked_before_a_release(
 async def _statuses(redis: Redis, order_ids: list[str], want: list[str]) -> bool:
     got = [await redis.hget(keys.order("look", i), "status") for i in order_ids]
     return got == want
+
+
+async def test_a_try_started_by_a_process_that_died_is_never_released(
+    clients: RedisClients, scripts: Scripts, settings: Settings
+) -> None:
+    """A dead process had sent one order (its try was counted) and not the
+    other. The sink is now unreachable (a definite failure): the untried order
+    is released, the tried one keeps its unit — the sink may have it."""
+    redis = clients.redis
+    await scripts.sale_put("died", {"stock": 5})
+    tried = (await scripts.admit("died", "a", 1)).order_id
+    untried = (await scripts.admit("died", "b", 1)).order_id
+    await redis.xgroup_create(keys.stream("died"), consumer.GROUP, id="0")
+    await redis.xreadgroup(consumer.GROUP, "dead", {keys.stream("died"): ">"})
+    start = await scripts.begin("died", tried, now_ms=0)
+    assert (start.status, start.attempts_before, start.due) == ("queued", 0, True)
+    await redis.sadd(keys.SALES_INDEX, "died")
+    sink = sink_from_url(f"http://127.0.0.1:{free_port()}/orders", timeout=0.5)
+    options = settings.replace(delivery_retries=0, delivery_timeout=0.5).pipeline_options()
+
+    async def released(sale_id: str) -> None:
+        return None
+
+    pipeline = consumer.Pipeline(clients, scripts, sink, options, "heir", released)
+    await pipeline.start()
+    try:
+        await until(lambda: bool(pipeline.sales), 5, "the sale discovered")
+        assert await pipeline.reclaim(idle_ms=0) == 2
+
+        async def untried_released() -> bool:
+            return await redis.hget(keys.order("died", untried), "status") == "failed"
+
+        await until(untried_released, 10, "the untried order released")
+
+        async def deferred() -> bool:
+            return await redis.hget(keys.order("died", tried), "unknown_since") is not None
+
+        await until(deferred, 10, "the tried order deferred")
+    finally:
+        await pipeline.stop()
+    assert await redis.hget(keys.order("died", tried), "status") == "queued"
+    sale = await redis.hgetall(keys.sale("died"))
+    assert (sale["stock_left"], sale["n_failed"], sale["n_queued"]) == ("4", "1", "1")
