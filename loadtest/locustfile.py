@@ -66,7 +66,8 @@ from locust import FastHttpUser, LoadTestShape, between, events, task
 from locust.exception import StopUser
 from locust.runners import STATE_RUNNING, WorkerRunner
 
-FINAL_ORDER = frozenset({"confirmed", "failed", "cancelled"})
+#: resting statuses: undetermined waits for an operator, not for the pipeline
+FINAL_ORDER = frozenset({"confirmed", "failed", "cancelled", "undetermined"})
 SALE_OVER = frozenset({"sold_out", "ended"})
 
 

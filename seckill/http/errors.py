@@ -68,6 +68,10 @@ class OrderNotCancellable(SeckillError):
     status, code, message = 409, "order_not_cancellable", "The order is already final."
 
 
+class OrderNotUndetermined(SeckillError):
+    status, code, message = 409, "order_not_undetermined", "The order is not undetermined."
+
+
 class PayloadTooLarge(SeckillError):
     status, code, message = 413, "payload_too_large", "The request body is too large."
 

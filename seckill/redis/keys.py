@@ -82,6 +82,11 @@ def stream(sale_id: str) -> str:
     return f"{PREFIX}:{{{sale_id}}}:orders"
 
 
+def undetermined(sale_id: str) -> str:
+    """Sorted set: order ids of the sale parked as undetermined -> when (ms)."""
+    return f"{PREFIX}:{{{sale_id}}}:undetermined"
+
+
 def bucket(sale_id: str) -> str:
     """Hash: the sale's cluster-wide token bucket (tokens, ts)."""
     return f"{PREFIX}:{{{sale_id}}}:bucket"

@@ -67,6 +67,14 @@ class Cancel(IntEnum):
     NOT_CANCELLABLE = 2
 
 
+class Settle(IntEnum):
+    """Mirrors the return codes in lua/settle.lua."""
+
+    NOT_FOUND = 0
+    SETTLED = 1
+    NOT_UNDETERMINED = 2
+
+
 class SalePut(IntEnum):
     """Mirrors the return codes in lua/sale_put.lua."""
 
@@ -87,6 +95,22 @@ class AdmitResult:
     #: stock left after an OK; stock left for SOLD_OUT.
     stock_left: int = -1
     retry_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStart:
+    """An order's state as a worker finds it (lua/begin.lua)."""
+
+    #: "" when there is no such order (expired, deleted)
+    status: str
+    #: ms: when its delivery outcome first became unknown, if it did
+    unknown_since: int | None
+    #: ms: not before this, while it backs off
+    retry_at: int | None
+    #: tries started before this one (by any process)
+    attempts_before: int
+    #: True when it is queued and not backing off: a try is due (and counted)
+    due: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +163,9 @@ def _num(value: float | None) -> str:
 class Scripts:
     """The scripts, registered with one process's clients.
 
-    The per-order scripts (admit.lua, the hot path; confirm and release)
-    travel through the auto-pipeline; the admin ones (sale_put, cancel)
-    through redis-py's ``Script``. Both reload a script on NOSCRIPT.
+    The per-order scripts (admit.lua, the hot path; begin, confirm, release,
+    park, defer, ack) travel through the auto-pipeline; the admin ones (sale_put,
+    cancel, settle) through redis-py's ``Script``. Both reload a script on NOSCRIPT.
     """
 
     def __init__(self, clients: RedisClients) -> None:
@@ -153,6 +177,11 @@ class Scripts:
         self._release: AsyncScript = redis.register_script(lua_source("release"))
         self._cancel: AsyncScript = redis.register_script(lua_source("cancel"))
         self._outcome = lua_source("admit_outcome")
+        self._park: AsyncScript = redis.register_script(lua_source("park"))
+        self._defer: AsyncScript = redis.register_script(lua_source("defer"))
+        self._begin: AsyncScript = redis.register_script(lua_source("begin"))
+        self._ack: AsyncScript = redis.register_script(lua_source("ack"))
+        self._settle: AsyncScript = redis.register_script(lua_source("settle"))
         self._keys: dict[str, tuple[str, str, str, str]] = {}
         #: SCRIPT LOADs in flight, by sha
         self._loading: dict[str, asyncio.Future[Any]] = {}
@@ -386,18 +415,29 @@ class Scripts:
         return SalePutResult(outcome, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def confirm(
-        self, sale_id: str, order_id: str, group: str, entry_id: str, *, now_ms: int | None = None
+        self,
+        sale_id: str,
+        order_id: str,
+        group: str,
+        entry_id: str,
+        *,
+        now_ms: int | None = None,
+        retention: int = 0,
     ) -> bool:
-        """queued -> confirmed, then XACK. True when the status changed."""
+        """queued -> confirmed, then XACK + XDEL. True when the status changed.
+        *retention*: seconds the final order hash is kept (0 = forever)."""
         changed = await self._run(
             self._confirm,
             [keys.order(sale_id, order_id), keys.sale(sale_id), keys.stream(sale_id)],
-            [group, entry_id, "" if now_ms is None else now_ms],
+            [group, entry_id, "" if now_ms is None else now_ms, retention],
         )
         return bool(int(changed))
 
-    async def release(self, sale_id: str, order_id: str, group: str, entry_id: str) -> bool:
-        """queued -> failed with its units back, then XACK. True when the status changed."""
+    async def release(
+        self, sale_id: str, order_id: str, group: str, entry_id: str, *, retention: int = 0
+    ) -> bool:
+        """queued -> failed with its units back, then XACK + XDEL. True when the
+        status changed. Only for a definite "not written"."""
         changed = await self._run(
             self._release,
             [
@@ -406,17 +446,90 @@ class Scripts:
                 keys.units(sale_id),
                 keys.stream(sale_id),
             ],
-            [group, entry_id],
+            [group, entry_id, retention],
         )
         return bool(int(changed))
 
-    async def cancel(self, sale_id: str, order_id: str) -> tuple[Cancel, dict[str, str]]:
+    async def park(
+        self, sale_id: str, order_id: str, group: str, entry_id: str, *, now_ms: int | None = None
+    ) -> bool:
+        """queued -> undetermined (stock still held), then XACK + XDEL. True
+        when the status changed."""
+        changed = await self._run(
+            self._park,
+            [
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.stream(sale_id),
+                keys.undetermined(sale_id),
+            ],
+            [group, entry_id, "" if now_ms is None else now_ms, order_id],
+        )
+        return bool(int(changed))
+
+    async def begin(self, sale_id: str, order_id: str, *, now_ms: int) -> DeliveryStart:
+        """The order's state before a delivery; counts the try when it is due."""
+        reply: list[Any] = await self._run(self._begin, [keys.order(sale_id, order_id)], [now_ms])
+        status, since, retry_at = (_str(x) for x in reply[:3])
+        return DeliveryStart(
+            status=status,
+            unknown_since=int(since) if since else None,
+            retry_at=int(retry_at) if retry_at else None,
+            attempts_before=int(reply[3]),
+            due=bool(int(reply[4])),
+        )
+
+    async def defer(
+        self, sale_id: str, order_id: str, *, now_ms: int, retry_at_ms: int
+    ) -> tuple[int, int] | None:
+        """Note an unknown round on a queued order: ``(unknown_since_ms, rounds)``,
+        or None when the order is not queued any more."""
+        reply: list[Any] = await self._run(
+            self._defer, [keys.order(sale_id, order_id)], [now_ms, retry_at_ms]
+        )
+        if not reply:
+            return None
+        return int(reply[0]), int(reply[1])
+
+    async def ack(self, sale_id: str, group: str, entry_id: str) -> None:
+        """XACK + XDEL an entry that needs nothing more."""
+        await self._run(self._ack, [keys.stream(sale_id)], [group, entry_id])
+
+    async def cancel(
+        self, sale_id: str, order_id: str, *, retention: int = 0
+    ) -> tuple[Cancel, dict[str, str]]:
         """queued|confirmed -> cancelled with its units back; the order hash after."""
         reply: list[Any] = await self._cancel(
-            keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)]
+            keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],
+            args=[retention],
         )
         flat = [_str(x) for x in reply[1:]]
         return Cancel(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def settle(
+        self,
+        sale_id: str,
+        order_id: str,
+        outcome: str,
+        *,
+        retention: int = 0,
+        now_ms: int | None = None,
+    ) -> tuple[Settle, dict[str, str]]:
+        """undetermined -> confirmed (*outcome* "confirm") or failed with its
+        units back ("release"); the order hash after."""
+        if outcome not in ("confirm", "release"):
+            raise ValueError(f"outcome must be 'confirm' or 'release', got {outcome!r}")
+        reply: list[Any] = await self._settle(
+            keys=[
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.undetermined(sale_id),
+            ],
+            args=[outcome, "" if now_ms is None else now_ms, retention, order_id],
+        )
+        flat = [_str(x) for x in reply[1:]]
+        return Settle(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _str(value: Any) -> str:

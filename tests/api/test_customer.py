@@ -588,7 +588,13 @@ async def test_order_goes_from_queued_to_confirmed(client: TestClient) -> None:
     order = await wait_confirmed(client, bought["order_id"], "alice")
     assert order["order_id"] == bought["order_id"] and order["quantity"] == 1
     view = await admin_view(client, "s1")
-    assert view["orders"] == {"queued": 0, "confirmed": 1, "failed": 0, "cancelled": 0}
+    assert view["orders"] == {
+        "queued": 0,
+        "confirmed": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "undetermined": 0,
+    }
     assert view["backlog"] == 0
     assert view["stock_left"] == 9
 
