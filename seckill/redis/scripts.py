@@ -147,7 +147,7 @@ new_order_id = _OrderIds().next
 
 #: sales whose fixed keys are kept (sale ids come from the URL: bounded)
 MAX_CACHED_SALES = 10_000
-#: seconds past an admit's deadline that :meth:`Scripts._settle` waits for
+#: seconds past an admit's deadline that :meth:`Scripts._settle_admit` waits for
 #: Redis to say what became of it (at most ``--redis-timeout``)
 SETTLE_WAIT = 1.0
 #: seconds between two tries to reach Redis while settling
@@ -208,7 +208,7 @@ class Scripts:
         tests; with a test clock, *now_ms*, there is none unless given): run
         later, it changes nothing. When the answer is lost after
         the script was sent, the call does not give up but settles
-        (:meth:`_settle`) what became of it: admitted, LATE (never will be),
+        (:meth:`_settle_admit`) what became of it: admitted, LATE (never will be),
         or UNKNOWN. A script that was never sent raises :class:`NotSent`;
         any other Redis failure raises as before.
         """
@@ -260,7 +260,7 @@ class Scripts:
             if deadline_ms is None:  # a test's clock, no deadline: nothing to settle by
                 raise
             idem = None if idempotency_key is None else (user_id, idem_key, legacy_key)
-            return await self._settle(sale_id, order_id, deadline_ms, exc, idem)
+            return await self._settle_admit(sale_id, order_id, deadline_ms, exc, idem)
         outcome = reply[0]
         if outcome == Admit.OK:
             return AdmitResult(Admit.OK, reply[1], quantity, "queued", reply[3], reply[2])
@@ -275,7 +275,7 @@ class Scripts:
             return AdmitResult(outcome, retry_after_ms=int(reply[1]))
         return AdmitResult(outcome)
 
-    async def _settle(
+    async def _settle_admit(
         self,
         sale_id: str,
         order_id: str,

@@ -187,7 +187,7 @@ async def test_the_default_deadline_is_by_redis_clock(scripts: Scripts) -> None:
     assert r.outcome is Admit.LATE
 
 
-# -- settling an admit whose answer was lost (Scripts._settle, admit_outcome.lua) ----
+# -- settling an admit whose answer was lost (Scripts._settle_admit, admit_outcome.lua) ----
 
 
 async def test_a_lost_answer_of_an_admitted_buy_settles_as_its_order(
@@ -196,7 +196,7 @@ async def test_a_lost_answer_of_an_admitted_buy_settles_as_its_order(
     await make_sale(scripts, stock=5)
     ok = await scripts.admit("s", "u", 1)
     await redis.hset(keys.order("s", ok.order_id), "status", "confirmed")
-    settled = await scripts._settle("s", ok.order_id, 0, TimeoutError("lost"))
+    settled = await scripts._settle_admit("s", ok.order_id, 0, TimeoutError("lost"))
     assert (settled.outcome, settled.order_id) == (Admit.OK, ok.order_id)
     assert (settled.quantity, settled.status, settled.created_at_ms) == (
         1,
@@ -212,10 +212,10 @@ async def test_a_lost_answer_without_an_order_settles_late_once_the_deadline_pas
     deadline (by Redis's clock), then answers LATE."""
     await make_sale(scripts, stock=5)
     order_id = "s.abcdefgh00000001"
-    assert (await scripts._settle("s", order_id, 0, TimeoutError())).outcome is Admit.LATE
+    assert (await scripts._settle_admit("s", order_id, 0, TimeoutError())).outcome is Admit.LATE
     started = time.monotonic()
     deadline = int(await _redis_ms(scripts)) + 300
-    settled = await scripts._settle("s", order_id, deadline, TimeoutError())
+    settled = await scripts._settle_admit("s", order_id, deadline, TimeoutError())
     assert settled.outcome is Admit.LATE
     assert time.monotonic() - started >= 0.25  # it waited for the deadline
     # and a late run of that admit does nothing
@@ -235,17 +235,17 @@ async def test_a_lost_answer_of_a_buy_whose_key_names_an_order_settles_as_that_o
     def idem(user: str, key: str) -> tuple[str, str, str]:
         return user, keys.idem("s", user, key), keys.legacy_idem("s", user, key)
 
-    settled = await scripts._settle("s", lost_id, 0, TimeoutError(), idem("u", "k"))
+    settled = await scripts._settle_admit("s", lost_id, 0, TimeoutError(), idem("u", "k"))
     assert (settled.outcome, settled.order_id) == (Admit.REPLAY, first.order_id)
     assert (settled.quantity, settled.status) == (1, "queued")
     # another user's key never answers with u's order, whatever it holds
     await redis.set(keys.idem("s", "v", "k"), first.order_id)
-    settled = await scripts._settle("s", lost_id, 0, TimeoutError(), idem("v", "k"))
+    settled = await scripts._settle_admit("s", lost_id, 0, TimeoutError(), idem("v", "k"))
     assert settled.outcome is Admit.LATE
     # an old-layout key of the user's own counts too
     old = await scripts.admit("s", "w", 1)
     await redis.set(keys.legacy_idem("s", "w", "a:b"), old.order_id)
-    settled = await scripts._settle("s", lost_id, 0, TimeoutError(), idem("w", "a:b"))
+    settled = await scripts._settle_admit("s", lost_id, 0, TimeoutError(), idem("w", "a:b"))
     assert (settled.outcome, settled.order_id) == (Admit.REPLAY, old.order_id)
 
 
@@ -262,7 +262,7 @@ async def test_settling_without_redis_is_unknown_within_its_bound() -> None:
         scripts = Scripts(clients)
         started = time.monotonic()
         deadline = int(clients.pipe.redis_now_ms()) + 100
-        settled = await scripts._settle("s", "s.abcdefgh00000001", deadline, TimeoutError())
+        settled = await scripts._settle_admit("s", "s.abcdefgh00000001", deadline, TimeoutError())
         assert (settled.outcome, settled.order_id) == (Admit.UNKNOWN, "s.abcdefgh00000001")
         assert 0.25 <= time.monotonic() - started < 1.0  # the deadline, then the timeout
     finally:
