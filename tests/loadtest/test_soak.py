@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,25 @@ def test_small_absolute_moves_of_fds_and_p99_pass() -> None:
     a = samples([160] * 3, fds=20, p99=4.0)
     b = samples([160] * 3, fds=23, p99=5.5)  # +15 % fds, +37 % p99: inside the slack
     assert verdict(a + b).flat
+
+
+def test_p99_that_grew_with_other_jobs_cpu_is_inconclusive() -> None:
+    """On a shared machine latency follows the neighbours: a p99 that grew while
+    other jobs took more CPU proves nothing either way."""
+    quiet = [replace(x, others=0.2) for x in samples([160] * 3, p99=10.0)]
+    busy = [replace(x, others=1.1) for x in samples([160] * 3, p99=30.0)]
+    result = verdict(quiet + busy)
+    assert (result.flat, result.inconclusive, result.word) == (False, True, "inconclusive")
+    assert result.lines[2] == (
+        "p99 ms: 10.0 → 30.0 (+200.0%) grew with other jobs' CPU (0.20 → 1.10 cores): inconclusive"
+    )
+    # the same growth on a machine as quiet as before is growth
+    calm = [replace(x, others=0.2) for x in busy]
+    result = verdict(quiet + calm)
+    assert (result.flat, result.inconclusive, result.word) == (False, False, "NOT flat")
+    # and RSS growth is growth whatever the neighbours do
+    leak = [replace(x, gateway_rss_mb=200.0) for x in busy]
+    assert verdict(quiet + leak).word == "NOT flat"
 
 
 def test_too_few_samples() -> None:
@@ -94,4 +114,5 @@ def test_a_short_soak_samples_and_judges() -> None:
         rps, errors, gw_rss, fds = float(r[1]), int(r[4]), float(r[5]), int(r[7])
         assert 100 < rps < 300 and errors == 0 and gw_rss > 20 and fds > 5, done.stdout
         assert 0 < int(r[8]) < fds, done.stdout  # some of the fds are connections to Redis
+        assert float(r[9]) >= 0 and float(r[10]) >= 0, done.stdout  # load, others' cores
     assert lines[-1].startswith("verdict: "), done.stdout
