@@ -17,7 +17,8 @@ from urllib.parse import quote
 import click
 import msgspec
 
-from seckill.process.embedded import EmbeddedError
+from seckill.process.datadir import DataDirError, lock_data_dir
+from seckill.process.embedded import EmbeddedError, EmbeddedGaveUp
 from seckill.schemas import (
     MAX_BURST,
     MAX_PER_USER_LIMIT,
@@ -143,10 +144,37 @@ def cli() -> None:
     show_default=True,
     help="Seconds before a Redis call counts as failed (503 unavailable).",
 )
+@option(
+    "head-timeout",
+    type=float,
+    default=DEFAULTS.head_timeout,
+    show_default=True,
+    help="Seconds a connection may take to send a whole request head; then it is closed.",
+)
+@option(
+    "keepalive-timeout",
+    type=float,
+    default=DEFAULTS.keepalive_timeout,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@option(
+    "max-connections",
+    type=int,
+    default=DEFAULTS.max_connections,
+    show_default=True,
+    help="Open connections per process; past it a new one gets 503 and is closed.",
+)
+@option(
+    "metrics-token",
+    default=None,
+    help="Bearer token GET /metrics requires (default: /metrics is open).",
+)
 def serve(**flags: Any) -> None:
     """Serve the gateway until SIGTERM/SIGINT."""
     env = os.environ
     try:
+        flags["metrics_token"] = flags["metrics_token"] or None
         settings = Settings(
             **flags,
             admin_token=env.get("SECKILL_ADMIN_TOKEN") or None,
@@ -155,6 +183,10 @@ def serve(**flags: Any) -> None:
         ).validated()
     except ConfigError as exc:
         fail(str(exc))
+    try:  # before anything in the data dir is touched: a second serve leaves it be
+        lock = lock_data_dir(settings.data_dir)
+    except DataDirError as exc:
+        fail(str(exc))
     _metrics_dir(settings.data_dir)
     from seckill.process.server import ServeError, serve
     from seckill.process.worker import configure_logging
@@ -162,8 +194,12 @@ def serve(**flags: Any) -> None:
     configure_logging(settings.log_level)
     try:
         serve(settings, _say)
+    except EmbeddedGaveUp as exc:
+        fail(str(exc), 1)
     except (ServeError, EmbeddedError) as exc:
         fail(str(exc))
+    finally:
+        lock.close()
 
 
 @cli.command()

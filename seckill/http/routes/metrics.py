@@ -8,7 +8,8 @@ from aiohttp import web
 
 from seckill import metrics
 from seckill.core import limits
-from seckill.http.state import RUNTIME
+from seckill.http.auth import check_bearer
+from seckill.http.state import RUNTIME, SETTINGS
 from seckill.redis import keys
 from seckill.schemas import to_builtins
 
@@ -21,6 +22,10 @@ MAX_SALES = 1000
 
 @routes.get("/metrics")
 async def get_metrics(request: web.Request) -> web.Response:
+    """With --metrics-token, 401 unless the request carries it as a bearer token."""
+    token = request.app[SETTINGS].metrics_token
+    if token is not None:
+        check_bearer(request, token, "Missing or wrong metrics token.")
     rt = request.app[RUNTIME]
     members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
     sale_ids = sorted(members)[:MAX_SALES]
