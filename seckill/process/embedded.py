@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from seckill.process.procs import die_with_parent, free_port
 
@@ -56,8 +58,8 @@ CONFIG_FILE = "seckill-valkey.conf"
 
 def restart_delay(deaths: int) -> float:
     """Seconds to wait before restart number *deaths* (within the window):
-    0.1, 0.2, 0.4, 0.8, 1.6 s."""
-    return float(min(0.1 * 2 ** (deaths - 1), 2.0))
+    0.25, 0.5, 1, 2, 2 s."""
+    return float(min(0.25 * 2 ** (deaths - 1), 2.0))
 
 
 class EmbeddedError(RuntimeError):
@@ -311,14 +313,20 @@ class EmbeddedRedis:
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float, logfile: Path) -> None:
         client = redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1.0
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),  # this loop is the retry: a dead server shows at once
         )
         deadline = time.monotonic() + timeout
+        started = time.time()
         try:
             while True:
                 if proc.poll() is not None:
                     raise EmbeddedError(
-                        f"embedded server exited with code {proc.returncode}: {_last_line(logfile)}"
+                        f"embedded server exited with code {proc.returncode}: "
+                        f"{_last_line(logfile, since=started)}"
                     )
                 try:
                     if client.ping():
@@ -362,8 +370,11 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
-def _last_line(logfile: Path) -> str:
+def _last_line(logfile: Path, since: float = 0.0) -> str:
+    """The last line of the server's log (if it wrote since *since*, a time.time())."""
     try:
+        if logfile.stat().st_mtime < since:
+            return f"nothing new in {logfile}"
         lines = [ln for ln in logfile.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no log"

@@ -1,0 +1,140 @@
+"""The embedded server is supervised: kill -9 of it is seen at once, it is
+restarted on the same port, password and AOF, /healthz and /readyz tell the
+truth meanwhile, nothing admitted is lost; when it keeps dying the gateway
+exits 1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as redis_sync
+
+from seckill.process.embedded import MAX_RESTARTS, default_binary
+from seckill.process.procs import alive, children_of, cmdline
+from tests.helpers.api import ADMIN
+from tests.helpers.gateway import Gateway, until
+
+pytestmark = [pytest.mark.fault, pytest.mark.multiprocess]
+
+
+def server_pid(gw: Gateway) -> int:
+    """The embedded server: the gateway's child running a *-server binary."""
+    pids = [p for p in children_of(gw.proc.pid) if "server" in cmdline(p).split(" ")[0]]
+    assert len(pids) == 1, [cmdline(p) for p in children_of(gw.proc.pid)]
+    return pids[0]
+
+
+async def get(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s, s.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def buy(url: str, sale: str, user: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(f"{url}/api/v1/sales/{sale}/orders", headers={"X-User-Id": user})
+        return resp.status, await resp.json()
+
+
+async def test_killed_server_is_restarted_and_nothing_admitted_is_lost(
+    tmp_path: Path, redis_binary: str | None
+) -> None:
+    args = ["--data-dir", str(tmp_path / "data"), "--processes", "2"]
+    if redis_binary:
+        args += ["--redis-server", redis_binary]
+    with Gateway(*args) as gw:
+        gw.wait_ready()
+        url_before = gw.redis_url
+        async with aiohttp.ClientSession() as s:
+            r = await s.put(f"{gw.url}/admin/v1/sales/sv", json={"stock": 100}, headers=ADMIN)
+            assert r.status == 201
+        answers = await asyncio.gather(*(buy(gw.url, "sv", f"u{i}") for i in range(40)))
+        assert [status for status, _ in answers] == [202] * 40
+        before = {body["order_id"]: f"u{i}" for i, (_, body) in enumerate(answers)}
+
+        victim = server_pid(gw)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        # seen within a second: /healthz and /readyz both say so
+        seen: list[Any] = []
+
+        async def both_say_down() -> bool:
+            health, ready = await asyncio.gather(get(f"{gw.url}/healthz"), get(f"{gw.url}/readyz"))
+            if health[0] == ready[0] == 503:
+                seen.append(health[1])
+                return True
+            return False
+
+        await until(both_say_down, 1.0, "/healthz and /readyz to report the dead server")
+        assert time.monotonic() - killed_at < 1.0
+        assert seen[0]["error"] == "unavailable"
+        assert "embedded Redis server is down" in seen[0]["message"], seen[0]
+
+        async def ok(path: str) -> bool:
+            return (await get(f"{gw.url}{path}"))[0] == 200
+
+        await until(lambda: ok("/healthz"), 15, "/healthz to recover")
+        await until(lambda: ok("/readyz"), 15, "/readyz to recover")
+        assert alive(gw.proc.pid)
+        assert server_pid(gw) != victim
+        assert "restarted" in gw.output()
+
+        # the same port and password: the URL the gateway started with still works
+        client = redis_sync.Redis.from_url(url_before, socket_timeout=5)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+
+        # buys work again, and every order admitted before the death is there
+        answers = await asyncio.gather(*(buy(gw.url, "sv", f"w{i}") for i in range(10)))
+        assert [status for status, _ in answers] == [202] * 10
+        async with aiohttp.ClientSession() as s:
+            for order_id, user in before.items():
+                resp = await s.get(
+                    f"{gw.url}/api/v1/orders/{order_id}", headers={"X-User-Id": user}
+                )
+                assert resp.status == 200, order_id
+                assert (await resp.json())["status"] in ("queued", "confirmed")
+            resp = await s.get(f"{gw.url}/admin/v1/sales/sv", headers=ADMIN)
+            sale = await resp.json()
+        assert sale["stock_left"] == 50
+        assert sum(sale["orders"].values()) == 50, sale
+        assert gw.stop() == 0
+
+
+def flaky_binary(tmp_path: Path, real: str) -> tuple[Path, Path]:
+    """A server binary that runs *real* until a marker file exists, then fails."""
+    marker = tmp_path / "broken"
+    script = tmp_path / "flaky-server"
+    script.write_text(
+        f'#!/bin/sh\nif [ -e "{marker}" ]; then echo broken >&2; exit 1; fi\nexec "{real}" "$@"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script, marker
+
+
+async def test_a_server_that_keeps_dying_makes_the_gateway_exit_1(
+    tmp_path: Path, redis_binary: str | None
+) -> None:
+    binary, marker = flaky_binary(tmp_path, redis_binary or default_binary())
+    args = ["--data-dir", str(tmp_path / "data"), "--redis-server", str(binary)]
+    with Gateway(*args) as gw:
+        gw.wait_ready()
+        marker.touch()  # from now on every restart fails at once
+        os.kill(server_pid(gw), signal.SIGKILL)
+        # backoff 0.25 + 0.5 + 1 + 2 + 2 s, then a drain with Redis gone
+        gw.wait_until(lambda: not gw.running(), 40, "the gateway to give up")
+        assert gw.proc.returncode == 1, gw.tail()
+        out = gw.output()
+        assert f"died {MAX_RESTARTS + 1} times within 60s; giving up" in out, gw.tail()
+        assert out.count("embedded server restart failed") == MAX_RESTARTS
+        last = [line for line in out.splitlines() if line.strip()][-1]
+        assert last.startswith("seckill: error: the embedded server died"), last
