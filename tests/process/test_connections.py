@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,4 +133,29 @@ async def test_connections_over_the_cap_get_a_fast_503(flushed: str, tmp_path: P
         while not await healthy():  # the idle ones are gone: room again
             assert time.monotonic() < deadline, "no room after the idle connections closed"
             await asyncio.sleep(0.05)
+        assert gw.stop() == 0
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-files line")
+
+
+def test_serve_raises_its_open_files_limit_to_the_hard_limit(flushed: str, tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard open-files limit here to raise the soft one to")
+    low = min(256, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # inherited by the gateway
+    try:
+        gw = Gateway("--redis-url", flushed, "--data-dir", str(tmp_path))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with gw:
+        gw.wait_ready()
+        assert open_files_limit(gw.pid) == (hard, hard)
+        assert f"open files limit (RLIMIT_NOFILE soft): {hard}" in gw.output()
         assert gw.stop() == 0
