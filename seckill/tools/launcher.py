@@ -238,15 +238,20 @@ class GatewayProcess(ChildProcess):
         )
 
     @property
+    def shown_redis_url(self) -> str:
+        """The Redis it serves from as its "serving on" line names it (the
+        password masked): for printing. LaunchError before that line is out."""
+        found = SERVING_RE.search(self.output())
+        if found is None:
+            raise LaunchError("the gateway has not said which Redis it uses yet")
+        return found["redis_url"]
+
+    @property
     def redis_url(self) -> str:
-        """The Redis it serves from, as its "serving on" line names it, with
-        the embedded server's password from the data dir in place of the
-        mask; LaunchError before that line is out."""
+        """The Redis it serves from, with the embedded server's password from
+        the data dir in place of the mask: for connecting (never print it)."""
         if self._redis_url is None:
-            found = SERVING_RE.search(self.output())
-            if found is None:
-                raise LaunchError("the gateway has not said which Redis it uses yet")
-            url = found["redis_url"]
+            url = self.shown_redis_url
             password = read_password(self.data_dir)
             if password is not None and ":***@" in url:
                 url = url.replace(":***@", f":{password}@", 1)
