@@ -33,6 +33,8 @@ from seckill.schemas import Error, encode
 
 log = logging.getLogger("seckill.server")
 
+#: at most one warning about refused connections per this many seconds
+REFUSAL_LOG_EVERY = 10.0
 #: seconds a refused connection may linger (reading what the client sent)
 #: after its 503, so that closing it does not reset the answer away.
 REFUSAL_LINGER = 1.0
@@ -77,15 +79,29 @@ class ConnectionGuard:
         self.open = 0
         self.refused = 0
         self.head_timeouts = 0
+        self._refused_logged = 0
+        self._last_log = -REFUSAL_LOG_EVERY
 
     def __call__(self) -> asyncio.BaseProtocol:
         if self.open >= self.max_connections:
             self.refused += 1
+            self._log_refusals()
             return _Refusal()
         self.open += 1  # counted here: a burst of accepts runs before connection_made
         return _GuardedHandler(
             self, self.server, loop=asyncio.get_running_loop(), **self.handler_kwargs
         )
+
+    def _log_refusals(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_log >= REFUSAL_LOG_EVERY:
+            log.warning(
+                "%d open connections (--max-connections): refused %d new ones since "
+                "the last warning with 503 overloaded",
+                self.open,
+                self.refused - self._refused_logged,
+            )
+            self._last_log, self._refused_logged = now, self.refused
 
 
 class _GuardedHandler(RequestHandler):

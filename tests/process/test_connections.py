@@ -53,6 +53,12 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> float
     return time.monotonic() - start
 
 
+async def closed_at(reader: asyncio.StreamReader, within: float) -> float:
+    """When (time.monotonic()) the server closes the connection."""
+    await closed_by_server(reader, within)
+    return time.monotonic()
+
+
 async def buy(session: aiohttp.ClientSession, url: str, user: str) -> int:
     async with session.post(f"{url}/api/v1/sales/c/orders", headers={"X-User-Id": user}) as r:
         await r.read()
@@ -64,17 +70,21 @@ async def test_half_heads_are_closed_and_buys_still_work(gateway: Gateway) -> No
         r = await s.put(f"{gateway.url}/admin/v1/sales/c", json={"stock": 100}, headers=ADMIN)
         assert r.status == 201
     port = gateway.port
-    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(300)]
+    conns = []
+    opened = []  # when each connection was opened: its head timer started then
+    for _ in range(300):
+        opened.append(time.monotonic())
+        conns.append(await asyncio.open_connection("127.0.0.1", port))
     try:
         for _, writer in conns:
             writer.write(HALF_HEAD)
         await asyncio.gather(*(w.drain() for _, w in conns))
-        waits = asyncio.gather(*(closed_by_server(r, 15) for r, _ in conns))
+        waits = asyncio.gather(*(closed_at(r, 15) for r, _ in conns))
         # meanwhile real customers are served
         async with aiohttp.ClientSession() as s:
             statuses = await asyncio.gather(*(buy(s, gateway.url, f"u{i}") for i in range(50)))
         assert statuses == [202] * 50
-        took = await waits
+        took = [closed - start for closed, start in zip(await waits, opened, strict=True)]
     finally:
         for _, writer in conns:
             writer.close()
@@ -104,6 +114,22 @@ async def test_keepalive_connection_lives_past_head_timeout_until_idle_timeout(
         writer.close()
 
 
+async def test_half_a_second_head_on_a_kept_alive_connection_is_closed(gateway: Gateway) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        await reader.readexactly(len(b'{"status":"ok"}'))
+        writer.write(HALF_HEAD)  # the next request, never finished
+        await writer.drain()
+        took = await closed_by_server(reader, 10)
+        # the head timeout (1 s) from its first byte, not the keep-alive timeout (4 s)
+        assert 0.8 < took < 3, took
+    finally:
+        writer.close()
+
+
 async def test_connections_over_the_cap_get_a_fast_503(flushed: str, tmp_path: Path) -> None:
     flags = ["--redis-url", flushed, "--data-dir", str(tmp_path), "--max-connections", "20"]
     with Gateway(*flags) as gw:
@@ -121,6 +147,7 @@ async def test_connections_over_the_cap_get_a_fast_503(flushed: str, tmp_path: P
             assert b"Retry-After: 1" in head
             assert json.loads(body)["error"] == "overloaded"
             assert took < 0.5, took
+            assert "refused 1 new ones" in gw.output()
         finally:
             for _, w in idle:
                 w.close()
