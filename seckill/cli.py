@@ -17,7 +17,7 @@ from urllib.parse import quote
 import click
 import msgspec
 
-from seckill.process.datadir import DataDirError, lock_data_dir
+from seckill.process.datadir import DataDirError, DataDirLock
 from seckill.process.embedded import EmbeddedError, EmbeddedGaveUp
 from seckill.schemas import (
     MAX_BURST,
@@ -192,10 +192,12 @@ def serve(**flags: Any) -> None:
     except ConfigError as exc:
         fail(str(exc))
     try:  # before anything in the data dir is touched: a second serve leaves it be
-        lock = lock_data_dir(settings.data_dir)
+        lock = DataDirLock(
+            settings.data_dir, shared=settings.redis_url is not None, port=settings.port
+        )
     except DataDirError as exc:
         fail(str(exc))
-    _metrics_dir(settings.data_dir)
+    _metrics_dir(lock.metrics)
     from seckill.process.server import ServeError, serve
     from seckill.process.worker import configure_logging
 
@@ -262,12 +264,12 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _metrics_dir(data_dir: Path) -> None:
-    """Point prometheus-client's multiprocess mode at a fresh ``<data-dir>/metrics``.
+def _metrics_dir(path: Path) -> None:
+    """Point prometheus-client's multiprocess mode at a fresh *path* (this
+    gateway's, under its lock: see ``seckill.process.datadir``).
 
     Runs before anything imports prometheus_client (``seckill.process`` does), as
     the library picks its storage at import; spawned processes inherit it."""
-    path = data_dir.resolve() / "metrics"
     shutil.rmtree(path, ignore_errors=True)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,33 @@ async def test_a_second_serve_leaves_the_running_gateways_data_dir_alone(
         assert first.stop() == 0
 
 
+async def test_gateways_on_one_external_redis_may_share_a_data_dir(
+    tmp_path: Path, redis_url: str, redis_binary: str | None
+) -> None:
+    """docker-compose: two replicas, one volume (their SQLite sink): both run,
+    each counts into its own metrics dir; an embedded-server gateway is kept off."""
+    flags = ["--redis-url", redis_url, "--data-dir", str(tmp_path)]
+    with Gateway(*flags) as one, Gateway(*flags) as two:
+        one.wait_ready()
+        two.wait_ready()
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{one.url}/api/v1/sales/none/orders", headers=USER) as r,
+        ):
+            assert r.status == 404
+        await until(lambda: counted(one.url), 5, "the buy in the first gateway's /metrics")
+        assert not await counted(two.url)  # its own figures, not the other's
+        dirs = sorted(p.name for p in (tmp_path / "metrics").iterdir() if p.is_dir())
+        assert len(dirs) == 2 and all(str(gw.port) in " ".join(dirs) for gw in (one, two))
+
+        extra = ["--redis-server", redis_binary] if redis_binary else []
+        embedded = seckill("serve", "--port", str(free_port()), "--data-dir", str(tmp_path), *extra)
+        assert_one_line_error(embedded, "in use")
+        assert await counted(one.url)
+        assert one.stop() == 0
+        assert two.stop() == 0
+
+
 @pytest.mark.parametrize("length", [5, 31])
 def test_short_jwt_secrets_are_refused(length: int) -> None:
     result = seckill(
