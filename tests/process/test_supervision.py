@@ -121,11 +121,13 @@ def flaky_binary(tmp_path: Path, real: str) -> tuple[Path, Path]:
     return script, marker
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 async def test_a_server_that_keeps_dying_makes_the_gateway_exit_1(
-    tmp_path: Path, redis_binary: str | None
+    tmp_path: Path, redis_binary: str | None, processes: int
 ) -> None:
     binary, marker = flaky_binary(tmp_path, redis_binary or default_binary())
     args = ["--data-dir", str(tmp_path / "data"), "--redis-server", str(binary)]
+    args += ["--processes", str(processes)]
     with Gateway(*args) as gw:
         gw.wait_ready()
         marker.touch()  # from now on every restart fails at once
