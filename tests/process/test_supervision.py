@@ -140,3 +140,60 @@ async def test_a_server_that_keeps_dying_makes_the_gateway_exit_1(
         assert out.count("embedded server restart failed") == MAX_RESTARTS
         last = [line for line in out.splitlines() if line.strip()][-1]
         assert last.startswith("seckill: error: the embedded server died"), last
+
+
+async def test_kill_9_mid_crowd_loses_no_admitted_order(
+    tmp_path: Path, redis_binary: str | None
+) -> None:
+    """Hundreds of buys in flight while the embedded server is killed: every
+    202 is still an order after the restart, and the stock adds up."""
+    args = ["--data-dir", str(tmp_path / "data"), "--processes", "2"]
+    if redis_binary:
+        args += ["--redis-server", redis_binary]
+    stock, crowd = 1000, 600
+    with Gateway(*args) as gw:
+        gw.wait_ready()
+        admitted: dict[str, str] = {}
+        statuses: list[int] = []
+        killed = asyncio.Event()
+        victim = server_pid(gw)
+        users = iter(range(crowd))
+        conn = aiohttp.TCPConnector(limit=50)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            r = await s.put(f"{gw.url}/admin/v1/sales/mc", json={"stock": stock}, headers=ADMIN)
+            assert r.status == 201
+
+            async def customer() -> None:
+                for i in users:
+                    user = f"m{i}"
+                    url = f"{gw.url}/api/v1/sales/mc/orders"
+                    async with s.post(url, headers={"X-User-Id": user}) as resp:
+                        body = await resp.json()
+                        statuses.append(resp.status)
+                        if resp.status == 202:
+                            admitted[body["order_id"]] = user
+                    if len(admitted) >= 150 and not killed.is_set():
+                        killed.set()
+                        os.kill(victim, signal.SIGKILL)
+
+            await asyncio.gather(*(customer() for _ in range(50)))
+        assert killed.is_set()
+        assert set(statuses) <= {202, 503}, set(statuses)
+        assert statuses.count(503) > 0, "the kill went unnoticed by the crowd"
+
+        async def ready() -> bool:
+            return (await get(f"{gw.url}/readyz"))[0] == 200
+
+        await until(ready, 15, "/readyz after the restart")
+        async with aiohttp.ClientSession() as s:
+            for order_id, user in admitted.items():
+                resp = await s.get(
+                    f"{gw.url}/api/v1/orders/{order_id}", headers={"X-User-Id": user}
+                )
+                assert resp.status == 200, f"admitted order {order_id} lost"
+            resp = await s.get(f"{gw.url}/admin/v1/sales/mc", headers=ADMIN)
+            sale = await resp.json()
+        held = sum(n for st, n in sale["orders"].items() if st not in ("cancelled", "failed"))
+        assert stock - sale["stock_left"] == held, sale
+        assert held >= len(admitted), sale
+        assert gw.stop() == 0
