@@ -101,12 +101,16 @@ async def run_app(
     except SinkError as exc:
         await runner.cleanup()
         raise ServeError(f"order sink unusable: {exc}") from None
+    unwatch: Callable[[], None] | None = None
     try:
         assert runner.server is not None
         guard = ConnectionGuard(
             runner.server, handler_kwargs, settings.head_timeout, connection_cap(settings)
         )
         site = GuardedSite(runner, guard, settings.host, settings.port, backlog=4096)
+        from seckill.process import gauges  # prometheus_client: after serve set its dir
+
+        unwatch = gauges.watch(guard, server_state)
         try:
             await site.start()
         except OSError as exc:
@@ -123,3 +127,5 @@ async def run_app(
         log.info("stopping: answering in-flight requests")
     finally:
         await runner.cleanup()
+        if unwatch is not None:
+            unwatch()

@@ -53,6 +53,21 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> float
     return time.monotonic() - start
 
 
+async def scrape(url: str) -> str:
+    """The text of GET /metrics."""
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
+        assert r.status == 200
+        return await r.text()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of the unlabelled sample *name* in a /metrics text."""
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
 async def closed_at(reader: asyncio.StreamReader, within: float) -> float:
     """When (time.monotonic()) the server closes the connection."""
     await closed_by_server(reader, within)
@@ -92,6 +107,7 @@ async def test_half_heads_are_closed_and_buys_still_work(gateway: Gateway) -> No
     # the keep-alive timeout of 4 s, which aiohttp alone would apply)
     assert max(took) < 3, max(took)
     assert min(took) > 0.8, min(took)
+    assert "seckill_connections_head_timeouts_total 300.0" in await scrape(gateway.url)
 
 
 async def test_keepalive_connection_lives_past_head_timeout_until_idle_timeout(
@@ -160,6 +176,8 @@ async def test_connections_over_the_cap_get_a_fast_503(flushed: str, tmp_path: P
         while not await healthy():  # the idle ones are gone: room again
             assert time.monotonic() < deadline, "no room after the idle connections closed"
             await asyncio.sleep(0.05)
+        # the probe, and maybe a health check while the idle ones were closing
+        assert metric(await scrape(gw.url), "seckill_connections_refused_total") >= 1
         assert gw.stop() == 0
 
 
