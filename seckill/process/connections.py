@@ -15,9 +15,10 @@ is the protocol factory of the listening socket instead of aiohttp's own:
   ``overloaded`` and closed, without parsing anything: a flood of sockets
   costs little and never pushes the process into EMFILE.
 
-The head timeout reads two attributes of aiohttp's ``RequestHandler``
-(``_request_count``, ``_waiter``): aiohttp has no public hook for "a head
-arrived"; ``tests/process/test_connections.py`` fails if they change.
+The head timeout overrides ``finish_response`` of aiohttp's ``RequestHandler``
+and reads two of its attributes (``_request_count``, ``_waiter``): aiohttp
+has no public hook for "a head arrived"; ``tests/process/test_connections.py``
+fails if they change.
 """
 
 from __future__ import annotations
@@ -105,15 +106,25 @@ class ConnectionGuard:
 
 
 class _GuardedHandler(RequestHandler):
-    """aiohttp's handler, with a deadline on every request head."""
+    """aiohttp's handler, with a deadline on every request head.
 
-    __slots__ = ("_guard", "_head_timer", "_heads_seen")
+    The deadline runs from the opening of the connection, and from bytes that
+    arrive while no request is being handled or after the last response went
+    out (the start of the next head). Bytes that arrive while a request is
+    handled (its body, or a pipelined head) arm no deadline: after that
+    response the keep-alive timeout applies.
+    """
+
+    __slots__ = ("_armed_at", "_guard", "_head_timer", "_heads_seen", "_last_done")
 
     def __init__(self, guard: ConnectionGuard, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads_seen = 0
+        self._armed_at = 0.0
+        #: loop time when the last response was finished (-inf: none yet)
+        self._last_done = float("-inf")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -124,8 +135,14 @@ class _GuardedHandler(RequestHandler):
         if self._request_count != self._heads_seen:  # a whole head arrived
             self._heads_seen = self._request_count
             self._disarm()
-        elif self._head_timer is None and self._idle():
-            self._arm()  # the first bytes of the next request on a kept-alive connection
+        elif self._head_timer is None:
+            self._arm()  # maybe the first bytes of the next request
+
+    async def finish_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().finish_response(*args, **kwargs)
+        finally:
+            self._last_done = self._loop.time()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
@@ -139,6 +156,7 @@ class _GuardedHandler(RequestHandler):
 
     def _arm(self) -> None:
         self._disarm()
+        self._armed_at = self._loop.time()
         self._head_timer = self._loop.call_later(self._guard.head_timeout, self._head_expired)
 
     def _disarm(self) -> None:
@@ -148,7 +166,11 @@ class _GuardedHandler(RequestHandler):
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        if self._request_count == self._heads_seen and self._idle():
+        if self._request_count != self._heads_seen:
+            return
+        if not self._idle():
+            self._arm()  # a request is being handled: look again later
+        elif self._armed_at >= self._last_done:
             self._guard.head_timeouts += 1
             log.debug("closing a connection that sent no whole request head in time")
             self.force_close()
