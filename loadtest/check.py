@@ -1,10 +1,12 @@
 """Check the invariants of docs/API.md §6 for one sale, after a load test (or any run).
 
     python -m loadtest.check --url URL --sale ID [--redis-url URL]
-        [--sink sqlite:///PATH] [--require-drained] [--wait-drained SECONDS]
+        [--sink sqlite:///PATH|postgresql://…] [--require-drained] [--wait-drained SECONDS]
 
 With ``--redis-url`` the checks read Redis itself (every order of the sale)
-and, with ``--sink``, the SQLite sink; without it only the admin API's view
+and, with ``--sink``, the SQLite or PostgreSQL sink (``sink_exactly_once``;
+``sink_within_sold``: the sink never holds more units than sold, nor a user
+more than the limit); without it only the admin API's view
 of the sale (token from ``SECKILL_ADMIN_TOKEN`` or ``--token``), which proves
 less. One line per check, ``PASS name: detail`` or ``FAIL name: detail``.
 Exit 0 when all pass, 1 when one fails, 2 on bad usage or an unreachable
@@ -33,7 +35,7 @@ from seckill.tools.invariants import (
     check_sale,
     drained,
     fetch_admin_view,
-    sqlite_path,
+    sink_shown,
     wait_drained,
 )
 
@@ -91,7 +93,10 @@ def _admin_view_drained(url: str, token: str, sale: str, wait: float | None) -> 
     help="The gateway's Redis: check every order, not just the admin counters.",
 )
 @click.option(
-    "--sink", default=None, help="sqlite:///PATH: also check the sink (needs --redis-url)."
+    "--sink",
+    default=None,
+    help="sqlite:///PATH or postgresql://…: also check the sink — each confirmed order"
+    " once, and never more units than sold (needs --redis-url).",
 )
 @click.option("--require-drained", is_flag=True, help="Fail when an order is still queued.")
 @click.option(
@@ -117,7 +122,7 @@ def main(
     try:
         if redis_url:
             if sink is not None:
-                sqlite_path(sink)  # a bad URL is bad usage, before any waiting
+                sink_shown(sink)  # a bad URL is bad usage, before any waiting
             checks = asyncio.run(
                 _redis_checks(redis_url, sale_id, sink, require_drained, wait_drained)
             )

@@ -66,7 +66,8 @@ from locust import FastHttpUser, LoadTestShape, between, events, task
 from locust.exception import StopUser
 from locust.runners import STATE_RUNNING, WorkerRunner
 
-FINAL_ORDER = frozenset({"confirmed", "failed", "cancelled"})
+#: resting statuses: undetermined waits for an operator, not for the pipeline
+FINAL_ORDER = frozenset({"confirmed", "failed", "cancelled", "undetermined"})
 SALE_OVER = frozenset({"sold_out", "ended"})
 
 
@@ -188,13 +189,18 @@ def judge_buy(resp: Any) -> Verdict:
         return Verdict(name)
     if (status, code) == (403, "sale_ended"):
         return Verdict(name)
-    if (status, code) in {(429, "rate_limited"), (503, "overloaded"), (503, "unavailable")}:
+    if (status, code) in {
+        (429, "rate_limited"),
+        (503, "overloaded"),
+        (503, "unavailable"),
+        (503, "outcome_unknown"),
+    }:
         retry_after = _retry_after(resp)
         if retry_after is None:
             return Verdict(name, f"{status} {code} without a valid Retry-After")
-        # `unavailable` means Redis is unreachable: back off as told, but a load
-        # test of a healthy gateway should never see it.
-        failure = "503 unavailable: the gateway lost Redis" if code == "unavailable" else None
+        # `unavailable` / `outcome_unknown` mean Redis is unreachable or stalled:
+        # back off as told, but a load test of a healthy gateway should never see them.
+        failure = f"503 {code}: the gateway lost Redis" if code != "overloaded" else None
         return Verdict(name, failure, retry_after=retry_after)
     return Verdict(name, f"unexpected {status} {code}")
 

@@ -2,11 +2,14 @@
 --
 -- KEYS[1]  seckill:{S}:sale             sale hash
 -- KEYS[2]  seckill:{S}:units            hash user -> units held
--- KEYS[3]  seckill:{S}:idem:{U}:{K}     idempotency key (any placeholder when ARGV[4] is "")
+-- KEYS[3]  seckill:{S}:idemkey:{len(U)}:{U}:{K}  idempotency key (any key of the
+--                                       sale's slot when ARGV[4] is "")
 -- KEYS[4]  seckill:{S}:order:{O}        the hash of the order this call would create
 -- KEYS[5]  seckill:{S}:orders           the sale's stream
 -- KEYS[6]  seckill:{S}:bucket           the sale's token bucket
 -- KEYS[7]  seckill:{S}:ubucket:{U}      the user's token bucket in the sale
+-- KEYS[8]  seckill:{S}:idem:{U}:{K}     the same key in the layout before issue 12
+--                                       (only read, and only when ARGV[4] is "1")
 --
 -- ARGV[1]  user id
 -- ARGV[2]  quantity (integer >= 1; the caller has checked its type)
@@ -20,6 +23,8 @@
 -- ARGV[10] per-user bucket burst
 -- ARGV[11] max backlog (undelivered orders of the sale: its n_queued), 0 = no bound
 -- ARGV[12] sale id
+-- ARGV[13] deadline, ms since the epoch by Redis's clock, or ""/absent for none:
+--          a call that runs later than this changes nothing and answers LATE
 --
 -- Returns an array whose first element is the outcome (seckill.scripts.Admit):
 --   {0 OK, order_id, stock_left, created_at_ms}
@@ -32,12 +37,14 @@
 --   {7 BAD_QUANTITY, per_user_limit}
 --   {8 OVERLOADED, backlog}              backlog = the sale's n_queued
 --   {9 REPLAY, order_id, quantity, status, created_at_ms}
+--   {10 LATE, now_ms}                     past the deadline: nothing done
 --
 -- Invariants kept: stock_left never goes below 0; a user's units never exceed
 -- per_user_limit; every admitted order is in the stream (and its hash exists)
 -- before this script returns; one Idempotency-Key of a user maps to at most one
--- order. The per-user and sale buckets are only charged when both have a
--- token, so a refusal by one does not burn a token of the other.
+-- order, and a replay answers only the order's own user. The per-user and
+-- sale buckets are only charged when both have a token, so a refusal by one
+-- does not burn a token of the other.
 --
 -- The sale hash keeps no separate backlog counter: the backlog is n_queued
 -- (a "backlog" field left by an older version is ignored). An admission
@@ -60,14 +67,27 @@ local ends_at = tonumber(sale[3])
 local per_user_limit = tonumber(sale[4])
 local n_queued = tonumber(sale[5]) or 0
 
--- A replayed Idempotency-Key answers with its order, whatever else changed.
+-- A replayed Idempotency-Key answers with its order, whatever else changed,
+-- but only to the order's own user: a key naming another user's order (only
+-- the ambiguous layout before issue 12 could) is no replay, and the buy goes
+-- on as a fresh one (and, admitted, takes the key over).
 if has_idem then
-  local existing = redis.call('GET', idem_key)
-  if existing then
+  local function replay(key)
+    local existing = redis.call('GET', key)
+    if not existing then
+      return nil
+    end
     -- Same sale, same hash slot: the order key differs from KEYS[4] only in its id.
     local prefix = string.sub(order_key, 1, #order_key - #order_id)
-    local o = redis.call('HMGET', prefix .. existing, 'quantity', 'status', 'created_at')
-    return {9, existing, tonumber(o[1]) or 0, o[2] or 'queued', tonumber(o[3]) or 0}
+    local o = redis.call('HMGET', prefix .. existing, 'user_id', 'quantity', 'status', 'created_at')
+    if o[1] ~= user then
+      return nil
+    end
+    return {9, existing, tonumber(o[2]) or 0, o[3] or 'queued', tonumber(o[4]) or 0}
+  end
+  local found = replay(idem_key) or replay(KEYS[8])
+  if found then
+    return found
   end
 end
 
@@ -77,6 +97,14 @@ if ARGV[6] ~= "" then
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The gateway stopped waiting for this call at the deadline, and may have
+-- told the customer "unavailable" after checking (by Redis's clock) that the
+-- deadline had passed and the order did not exist: a late run must not admit.
+local deadline = tonumber(ARGV[13])
+if deadline and now > deadline then
+  return {10, now}
 end
 
 if now < starts_at then

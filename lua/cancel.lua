@@ -5,10 +5,13 @@
 -- KEYS[2]  seckill:{S}:sale        sale hash
 -- KEYS[3]  seckill:{S}:units       hash user -> units held
 --
+-- ARGV[1]  retention of a final order hash, seconds ("" or 0 = kept forever)
+--
 -- Returns {code, field1, value1, ...}: the order hash after the call.
 --   {0 NOT_FOUND}
 --   {1 CANCELLED, ...}           was queued or confirmed, now cancelled
---   {2 NOT_CANCELLABLE, ...}     already failed or cancelled: nothing changed
+--   {2 NOT_CANCELLABLE, ...}     failed, cancelled or undetermined (settle it
+--                                first): nothing changed
 --
 -- A queued order's stream entry stays where it is; the worker that reads it
 -- finds the order cancelled and only acknowledges it. Cancelling does not
@@ -27,6 +30,10 @@ if o[1] == 'queued' or o[1] == 'confirmed' then
   redis.call('HINCRBY', KEYS[2], 'n_cancelled', 1)
   if redis.call('HINCRBY', KEYS[3], o[2], -qty) <= 0 then
     redis.call('HDEL', KEYS[3], o[2])
+  end
+  local retention = tonumber(ARGV[1]) or 0
+  if retention > 0 then
+    redis.call('EXPIRE', KEYS[1], retention)
   end
   code = 1
 end

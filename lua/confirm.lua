@@ -7,10 +7,13 @@
 -- ARGV[1]  consumer group
 -- ARGV[2]  stream entry id
 -- ARGV[3]  now in ms, or "" to use Redis TIME
+-- ARGV[4]  retention of a final order hash, seconds ("" or 0 = kept forever)
 --
 -- Returns 1 when the order went queued -> confirmed, 0 when it was not queued
--- (already confirmed, failed or cancelled: nothing changes but the XACK).
--- Idempotent: a replayed confirm changes nothing twice.
+-- (already confirmed, failed, cancelled or undetermined: nothing changes but
+-- the XACK). Idempotent: a replayed confirm changes nothing twice.
+-- The entry is acknowledged and deleted from the stream (nothing reads an
+-- acknowledged entry again); the order hash expires after the retention.
 
 local status = redis.call('HGET', KEYS[1], 'status')
 local changed = 0
@@ -25,7 +28,12 @@ if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'confirmed', 'confirmed_at', now)
   redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
   redis.call('HINCRBY', KEYS[2], 'n_confirmed', 1)
+  local retention = tonumber(ARGV[4]) or 0
+  if retention > 0 then
+    redis.call('EXPIRE', KEYS[1], retention)
+  end
   changed = 1
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[3], ARGV[2])
 return changed

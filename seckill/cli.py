@@ -129,7 +129,23 @@ def cli() -> None:
     type=int,
     default=DEFAULTS.delivery_retries,
     show_default=True,
-    help="Retries (with backoff) before an order fails and its stock goes back.",
+    help="Retries (with backoff) of a failed delivery; the stock goes back only when "
+    "every try definitely did not write the order.",
+)
+@option(
+    "undetermined-after",
+    type=float,
+    default=DEFAULTS.undetermined_after,
+    show_default=True,
+    help="Seconds an order whose delivery outcome is unknown is retried before it is "
+    "parked as undetermined (stock held) for an operator to settle.",
+)
+@option(
+    "order-retention",
+    type=int,
+    default=DEFAULTS.order_retention,
+    show_default=True,
+    help="Seconds a confirmed, failed or cancelled order stays readable in Redis.",
 )
 @option(
     "auth",
@@ -461,6 +477,74 @@ def limits_set(
         click.echo(json.dumps(answer))
     else:
         _print_limits(answer)
+
+
+def _print_order(order: dict[str, Any]) -> None:
+    click.echo(
+        f"{order['order_id']}  {order['status']}  user {order['user_id']}"
+        f"  quantity {order['quantity']}  created {order['created_at']}"
+    )
+
+
+@cli.group()
+def order() -> None:
+    """List and settle undetermined orders on a running gateway."""
+
+
+@order.command("undetermined")
+@click.option("--sale", "sale_id", default=None, help="Only this sale's (default: every sale's).")
+@_admin_options
+def order_undetermined(sale_id: str | None, url: str, token: str | None, as_json: bool) -> None:
+    """List the orders whose delivery outcome stayed unknown (stock held)."""
+    from seckill.redis.keys import valid_id
+
+    path = "/admin/v1/orders?status=undetermined"
+    if sale_id is not None:
+        if not valid_id(sale_id):
+            fail(f"--sale {sale_id!r} is not a valid sale id")
+        path += f"&sale_id={quote(sale_id, safe='')}"
+    _, answer = _admin_call(url, token, "GET", path)
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    if not answer["orders"]:
+        click.echo("no undetermined orders")
+    for found in answer["orders"]:
+        _print_order(found)
+    if answer["truncated"]:
+        click.echo(f"(the first {len(answer['orders'])} only; settle them to see the rest)")
+
+
+@order.command("settle")
+@click.argument("order_id")
+@click.option("--confirm", is_flag=True, help="The sink has the order: it is confirmed.")
+@click.option(
+    "--release", is_flag=True, help="The sink does not have it: its units go back to stock."
+)
+@_admin_options
+def order_settle(
+    order_id: str, confirm: bool, release: bool, url: str, token: str | None, as_json: bool
+) -> None:
+    """Settle an undetermined ORDER_ID: exactly one of --confirm or --release."""
+    if confirm == release:
+        fail("give exactly one of --confirm or --release")
+    from seckill.redis.keys import sale_of_order
+
+    if sale_of_order(order_id) is None:
+        fail(f"{order_id!r} is not an order id (<sale_id>.<token>)")
+    outcome = "confirm" if confirm else "release"
+    _, answer = _admin_call(
+        url,
+        token,
+        "POST",
+        f"/admin/v1/orders/{quote(order_id, safe='')}/settle",
+        {"outcome": outcome},
+    )
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    click.echo("confirmed" if confirm else "released: its units are back in stock")
+    _print_order(answer)
 
 
 def main() -> None:

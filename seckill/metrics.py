@@ -69,7 +69,7 @@ RATE_LIMITED = Counter(
 
 REDIS_ERRORS = Counter(
     "seckill_redis_errors",
-    "Requests answered 503 unavailable because Redis failed or timed out.",
+    "Buys answered 503 unavailable or outcome_unknown because Redis failed or timed out.",
 )
 DELIVERIES = Counter(
     "seckill_order_deliveries",
@@ -79,6 +79,11 @@ DELIVERIES = Counter(
 DELIVERIES_CONFIRMED = DELIVERIES.labels("confirmed")
 DELIVERIES_ATTEMPT_FAILED = DELIVERIES.labels("attempt_failed")
 DELIVERIES_FAILED = DELIVERIES.labels("failed")
+ORDERS_UNDETERMINED = Counter(
+    "seckill_orders_undetermined",
+    "Orders parked as undetermined: their delivery outcome stayed unknown past"
+    " --undetermined-after (stock held until an operator settles them).",
+)
 DELIVERY_DURATION = Histogram(
     "seckill_order_delivery_duration_seconds",
     "Time of one successful delivery to the sink.",

@@ -48,6 +48,8 @@ MIN_RATE, MAX_RATE = 0.001, 1e9
 MAX_BURST = 1_000_000_000
 #: ``GET /admin/v1/sales`` lists at most this many sales (the first by id)
 MAX_LISTED_SALES = 1000
+#: orders one GET /admin/v1/orders answers at most
+MAX_LISTED_ORDERS = 1000
 
 # -- field types ----------------------------------------------------------------------
 
@@ -69,7 +71,9 @@ ClientTimestamp = Annotated[
     str, Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339 with an offset.")
 ]
 
-OrderStatus = Literal["queued", "confirmed", "failed", "cancelled"]
+OrderStatus = Literal["queued", "confirmed", "failed", "cancelled", "undetermined"]
+#: how an operator settles an undetermined order (docs/API.md §5)
+SettleOutcome = Literal["confirm", "release"]
 SaleStatus = Literal["upcoming", "active", "sold_out", "ended"]
 #: every answer to a buy, as counted by ``seckill_buy_requests_total`` (§4)
 Outcome = Literal[
@@ -83,6 +87,7 @@ Outcome = Literal[
     "not_active",
     "unavailable",
     "overloaded",
+    "outcome_unknown",
 ]
 ORDER_STATUSES: tuple[str, ...] = get_args(OrderStatus)
 SALE_STATUSES: tuple[str, ...] = get_args(SaleStatus)
@@ -112,6 +117,18 @@ class SaleUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
     starts_at: StartsAt | UnsetType | None = UNSET
     ends_at: EndsAt | UnsetType | None = UNSET
     per_user_limit: Annotated[PerUserLimit, Meta(description="Default 1.")] | UnsetType = UNSET
+
+
+class SettleRequest(Struct, forbid_unknown_fields=True):
+    """How the operator settles an undetermined order."""
+
+    outcome: Annotated[
+        SettleOutcome,
+        Meta(
+            description="confirm: the sink has the order. release: it has not; its units "
+            "go back to stock."
+        ),
+    ]
 
 
 class LimitsUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -157,6 +174,15 @@ class Order(Struct, forbid_unknown_fields=True):
     quantity: Annotated[int, Meta(ge=1)]
     status: OrderStatus
     created_at: Annotated[Timestamp, Meta(description="RFC 3339, UTC.")]
+
+
+class OrderList(Struct, forbid_unknown_fields=True):
+    """Orders, oldest first per sale, sales sorted by id; at most ``MAX_LISTED_ORDERS``."""
+
+    orders: list[Order]
+    truncated: Annotated[
+        bool, Meta(description="True when there are more orders than the list holds.")
+    ]
 
 
 class SaleView(Struct, forbid_unknown_fields=True):
@@ -207,6 +233,16 @@ class Error(Struct, forbid_unknown_fields=True):
 
     error: str
     message: Annotated[str, Meta(description="One sentence for a human.")]
+
+
+class OutcomeUnknownError(Struct, forbid_unknown_fields=True):
+    """503 ``outcome_unknown`` to a buy (docs/API.md §4): its order may exist.
+    ``GET /api/v1/orders/{order_id}`` says: 200 = admitted; 404 = not admitted,
+    and it never will be."""
+
+    error: Literal["outcome_unknown"]
+    message: Annotated[str, Meta(description="One sentence for a human.")]
+    order_id: Annotated[OrderId, Meta(description="The order this buy would have created.")]
 
 
 class Health(Struct, forbid_unknown_fields=True):

@@ -49,6 +49,11 @@ class Settings:
     #: retries after a failed delivery (exponential backoff with jitter); then the
     #: order fails and its stock goes back.
     delivery_retries: int = 8
+    #: seconds an order's delivery outcome may stay unknown (timeouts, 5xx) while
+    #: it is retried, before it is parked as undetermined for an operator.
+    undetermined_after: float = 3600.0
+    #: seconds a final order hash (confirmed, failed, cancelled) is kept in Redis.
+    order_retention: int = 7 * 86_400
     auth: AuthMode = "header"
     admin_token: str | None = field(default=None, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
@@ -82,6 +87,8 @@ class Settings:
             delivery_timeout=self.delivery_timeout,
             delivery_retries=self.delivery_retries,
             redis_timeout=self.redis_timeout,
+            undetermined_after=self.undetermined_after,
+            order_retention=self.order_retention,
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -105,6 +112,15 @@ class Settings:
             )
         if not 0 <= self.delivery_retries <= 100:
             raise ConfigError(f"--delivery-retries must be 0..100, got {self.delivery_retries}")
+        if not 1 <= self.undetermined_after <= 30 * 86_400:
+            raise ConfigError(
+                f"--undetermined-after must be 1..2592000 seconds, got {self.undetermined_after:g}"
+            )
+        if not self.idempotency_ttl <= self.order_retention <= 366 * 86_400:
+            raise ConfigError(
+                f"--order-retention must be {self.idempotency_ttl}..31622400 seconds (at least"
+                f" the idempotency TTL), got {self.order_retention}"
+            )
         if self.max_backlog < 0:
             raise ConfigError(f"--max-backlog must be >= 0 (0 = no bound), got {self.max_backlog}")
         if not 1 <= self.redis_pool_size <= 10_000:

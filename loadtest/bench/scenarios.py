@@ -102,7 +102,9 @@ class GatewayScenarios:
             after = buy_outcomes(self.base) or {}
             delta = {k: int(v - before_metrics.get(k, 0.0)) for k, v in after.items()}
             m.extra["outcomes_incl_warmup"] = {k: v for k, v in delta.items() if v}
-            m.errors["status_5xx"] = delta.get("unavailable", 0) + delta.get("overloaded", 0)
+            m.errors["status_5xx"] = sum(
+                delta.get(o, 0) for o in ("unavailable", "overloaded", "outcome_unknown")
+            )
             m.errors["total"] += m.errors["status_5xx"]
         else:
             m.errors["status_5xx"] = None  # unknown: no /metrics; see the probe

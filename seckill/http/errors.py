@@ -68,6 +68,10 @@ class OrderNotCancellable(SeckillError):
     status, code, message = 409, "order_not_cancellable", "The order is already final."
 
 
+class OrderNotUndetermined(SeckillError):
+    status, code, message = 409, "order_not_undetermined", "The order is not undetermined."
+
+
 class PayloadTooLarge(SeckillError):
     status, code, message = 413, "payload_too_large", "The request body is too large."
 
@@ -82,3 +86,13 @@ class Overloaded(SeckillError):
 
 class Unavailable(SeckillError):
     status, code, message = 503, "unavailable", "The service is unavailable; retry later."
+
+
+class OutcomeUnknown(SeckillError):
+    """A buy whose script was sent but whose answer was lost, and Redis did
+    not say in time whether it admitted (docs/API.md §4). Its body also
+    carries the ``order_id`` the buy would have created
+    (``seckill.schemas.OutcomeUnknownError``)."""
+
+    status, code = 503, "outcome_unknown"
+    message = "Redis did not answer in time: this buy may have been admitted."

@@ -60,13 +60,20 @@ RETRY_AFTER = {
 }
 
 
-def _error(description: str, *codes: str, retry_after: bool = False) -> Json:
-    """An error answer whose ``error`` is one of *codes*."""
+def _error(
+    description: str,
+    *codes: str,
+    retry_after: bool = False,
+    bodies: tuple[type[Struct], ...] = (),
+) -> Json:
+    """An error answer whose ``error`` is one of *codes*; its body an ``Error``,
+    or one of *bodies* (errors that say more)."""
+    body = _schema(schemas.Error)
+    if bodies:
+        body = {"anyOf": [body, *(_schema(b) for b in bodies)]}
     response: Json = {
         "description": f"{description} (`{'` / `'.join(codes)}`).",
-        "content": _json(
-            {"allOf": [_schema(schemas.Error), {"properties": {"error": {"enum": list(codes)}}}]}
-        ),
+        "content": _json({"allOf": [body, {"properties": {"error": {"enum": list(codes)}}}]}),
     }
     if retry_after:
         response["headers"] = {"Retry-After": RETRY_AFTER}
@@ -220,10 +227,15 @@ def _operations() -> dict[str, dict[str, Json]]:
                     ),
                     "429": _error("A token bucket said no", "rate_limited", retry_after=True),
                     "503": _error(
-                        "The order backlog is over its bound, or Redis is unreachable",
+                        "The order backlog is over its bound; Redis is unreachable (the buy "
+                        "was not admitted and never will be); or Redis did not say in time "
+                        "whether it admitted the buy — the body then names the order it "
+                        "would be, which GET /api/v1/orders/{order_id} shows if it was",
                         "overloaded",
                         "unavailable",
+                        "outcome_unknown",
                         retry_after=True,
+                        bodies=(schemas.OutcomeUnknownError,),
                     ),
                 },
             )
@@ -394,8 +406,67 @@ def _operations() -> dict[str, dict[str, Json]]:
                     "401": ADMIN_UNAUTHENTICATED,
                     "404": _not_found("order_not_found"),
                     "409": _error(
-                        "The order is already cancelled or failed", "order_not_cancellable"
+                        "The order is already cancelled or failed, or undetermined (settle it)",
+                        "order_not_cancellable",
                     ),
+                    "503": UNAVAILABLE,
+                },
+            )
+        },
+        "/admin/v1/orders": {
+            "get": _operation(
+                "listOrders",
+                "admin",
+                "The undetermined orders",
+                ADMIN,
+                description=(
+                    "Orders whose delivery outcome stayed unknown past `--undetermined-after`: "
+                    "their stock is held until an operator settles them. Oldest first per "
+                    "sale, sales by id; at most 1000."
+                ),
+                parameters=[
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": True,
+                        "description": "The only status listed: `undetermined`.",
+                        "schema": {"type": "string", "enum": ["undetermined"]},
+                    },
+                    {
+                        "name": "sale_id",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this sale's orders (default: every sale's).",
+                        "schema": {"type": "string", "pattern": f"^{schemas.ID_PATTERN}$"},
+                    },
+                ],
+                responses={
+                    "200": _ok("The orders.", schemas.OrderList),
+                    "400": _error("No or another status, malformed sale_id", "invalid_request"),
+                    "401": ADMIN_UNAUTHENTICATED,
+                    "503": UNAVAILABLE,
+                },
+            )
+        },
+        "/admin/v1/orders/{order_id}/settle": {
+            "post": _operation(
+                "settleOrder",
+                "admin",
+                "Settle an undetermined order",
+                ADMIN,
+                description=(
+                    "`confirm`: the sink has the order, it becomes `confirmed`. `release`: it "
+                    "has not, it becomes `failed` and its units go back to stock."
+                ),
+                parameters=[ORDER_ID],
+                body=schemas.SettleRequest,
+                responses={
+                    "200": _ok("The settled order.", schemas.Order),
+                    "400": BAD_REQUEST,
+                    "401": ADMIN_UNAUTHENTICATED,
+                    "404": _not_found("order_not_found"),
+                    "409": _error("The order is not undetermined", "order_not_undetermined"),
+                    "413": TOO_LARGE,
                     "503": UNAVAILABLE,
                 },
             )
@@ -538,7 +609,7 @@ def document() -> Json:
         },
         "tags": [
             {"name": "customer", "description": "Buy, follow an order, see a sale (§4)."},
-            {"name": "admin", "description": "Sales, cancels, limits and stats (§5)."},
+            {"name": "admin", "description": "Sales, cancels, settles, limits and stats (§5)."},
             {"name": "ops", "description": "Health, readiness, metrics, this document."},
         ],
         "paths": paths,

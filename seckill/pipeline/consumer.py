@@ -9,7 +9,22 @@ Per gateway process:
   entries still pending on its own name (a restart re-delivers them at once);
 - ``workers`` tasks take entries and deliver them to the sink (timeout per
   try, exponential backoff with jitter, a retry budget); success runs
-  confirm.lua, a spent budget release.lua — each also acknowledges the entry;
+  confirm.lua (begin.lua first reads the order and counts the try, so that
+  whoever holds the entry later knows a try may have gone out). A failure is
+  *definite* (the order was certainly not written)
+  or *unknown* (it may have been: a timeout after sending, a 5xx…; see
+  ``SinkError``). Stock goes back (release.lua) only when every try failed
+  definitely — or at once on a refusal — and a sink that can look
+  (``CheckableSink``: SQLite, PostgreSQL) does not hold the row (if it does:
+  confirm). An unknown outcome never releases: defer.lua notes it in the order
+  hash (``unknown_since``, ``retry_at``, ``rounds``) and the entry stays
+  pending in the stream, held by nothing in this process; the reclaimer takes
+  it up again once idle, and a round is tried once per pass after a capped
+  exponential backoff. Past ``undetermined_after`` seconds of doubt, park.lua
+  makes it ``undetermined`` (stock still held, listed in the sale's
+  ``undetermined`` sorted set) for an operator to settle (settle.lua). Every
+  script that ends an order acknowledges its entry and deletes it (XDEL), and
+  gives the final order hash its retention TTL;
 - the **keeper** re-claims this process's held entries to itself every few
   seconds (XCLAIM … JUSTID), so an entry that waits in a slow queue never
   looks idle to other processes;
@@ -31,13 +46,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypeVar
 
 from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import metrics
 from seckill.aiotools import cancel_and_wait, reraise_if_cancelling
-from seckill.pipeline.sinks import Order, Sink, SinkError, one_line
+from seckill.pipeline.sinks import CheckableSink, Order, Sink, SinkError, one_line
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
@@ -54,10 +70,39 @@ KEEP_INTERVAL = 4.0
 DISCOVER_INTERVAL = 1.0
 RECLAIM_LOCK = f"{keys.PREFIX}:lock:reclaimer"
 BACKOFF_BASE, BACKOFF_CAP = 0.1, 10.0
+#: seconds between rounds of an order whose delivery outcome is unknown
+ROUND_BACKOFF_BASE, ROUND_BACKOFF_CAP = 1.0, 300.0
+#: the pipeline's own bound on one delivery is the delivery timeout plus this,
+#: so that the sink's timeout (which knows what a failure proves) fires first
+TIMEOUT_GRACE = 1.0
 #: seconds to wait for in-flight deliveries at shutdown.
 DRAIN_DEADLINE = 10.0
 
 T = TypeVar("T")
+
+
+class Delivery(Enum):
+    """How a round of deliveries of one order ended."""
+
+    DELIVERED = "delivered"
+    #: the sink refused it for good (a permanent SinkError): retrying cannot help
+    REFUSED = "refused"
+    #: every try failed, each definitely without writing
+    NOT_WRITTEN = "not_written"
+    #: a try may have written it (a timeout after sending, a 5xx…)
+    UNKNOWN = "unknown"
+    #: shutting down between tries
+    STOPPING = "stopping"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def round_backoff(rounds: int) -> float:
+    """Seconds before round *rounds* + 1 of an order whose outcome is unknown:
+    exponential, capped (the reclaimer's idle time comes on top)."""
+    return float(min(ROUND_BACKOFF_CAP, ROUND_BACKOFF_BASE * 2 ** min(rounds, 30)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +129,10 @@ class PipelineOptions:
     delivery_timeout: float
     delivery_retries: int
     redis_timeout: float
+    #: seconds an order's delivery outcome may stay unknown before it is parked
+    undetermined_after: float = 3600.0
+    #: seconds a final order hash is kept (0 = forever)
+    order_retention: int = 7 * 86_400
 
 
 class Pipeline:
@@ -104,6 +153,8 @@ class Pipeline:
         self.workers = options.workers
         self.retries = options.delivery_retries
         self.delivery_timeout = options.delivery_timeout
+        self.undetermined_after_ms = int(options.undetermined_after * 1000)
+        self.retention = options.order_retention
         # a blocking read must end well before the socket timeout
         self.block_ms = max(10, min(1000, int(options.redis_timeout * 500)))
         self.queue: asyncio.Queue[Entry] = asyncio.Queue(options.queue_size)
@@ -212,7 +263,7 @@ class Pipeline:
             )
         except (TypeError, KeyError, ValueError):  # deleted or foreign entry: just ack it
             log.warning("skipping malformed stream entry %s of sale %s", entry_id, sale_id)
-            await self.redis.xack(keys.stream(sale_id), GROUP, entry_id)
+            await self.scripts.ack(sale_id, GROUP, entry_id)
             return
         held = self.held.setdefault(sale_id, set())
         if entry_id in held:
@@ -277,8 +328,11 @@ class Pipeline:
                 reraise_if_cancelling()
                 log.warning("order reclaimer: Redis error (%s)", one_line(exc))
 
-    async def reclaim(self, idle_ms: int = IDLE_TIMEOUT_MS) -> int:
-        """One pass: take over entries idle for *idle_ms*, once at a time cluster-wide."""
+    async def reclaim(self, idle_ms: int | None = None) -> int:
+        """One pass: take over entries idle for *idle_ms* (default
+        ``IDLE_TIMEOUT_MS``), once at a time cluster-wide."""
+        if idle_ms is None:
+            idle_ms = IDLE_TIMEOUT_MS
         lock = self.redis.lock(RECLAIM_LOCK, timeout=RECLAIM_INTERVAL * 2, blocking=False)
         if not await lock.acquire():
             return 0
@@ -304,7 +358,10 @@ class Pipeline:
             with contextlib.suppress(LockError, RedisError, OSError):
                 await lock.release()
         if taken:
-            log.info("reclaimed %d order(s) from stopped consumers", taken)
+            log.info(
+                "took over %d idle pending order(s): a stopped consumer's, or due for a retry",
+                taken,
+            )
         return taken
 
     # -- delivering -------------------------------------------------------------------
@@ -329,57 +386,177 @@ class Pipeline:
                 self.held.get(entry.sale_id, set()).discard(entry.entry_id)
 
     async def _handle(self, entry: Entry) -> None:
+        """Deliver one order and settle it in Redis (see the module docstring:
+        definite failures release, unknown ones defer and finally park)."""
         order = entry.order
-        order_key = keys.order(entry.sale_id, order.order_id)
-        status = await self._redis_retry(lambda: self._command("HGET", order_key, "status"))
-        if status != "queued":  # cancelled, or done by a process that died
-            stream = keys.stream(entry.sale_id)
-            await self._redis_retry(lambda: self._command("XACK", stream, GROUP, entry.entry_id))
+        start = await self._redis_retry(
+            lambda: self.scripts.begin(entry.sale_id, order.order_id, now_ms=now_ms())
+        )
+        if start.status != "queued":  # cancelled, or done by a process that died
+            await self._ack(entry)
             return
-        delivered = await self._deliver(order)
-        if delivered is None:
+        if not start.due:
+            return  # backing off: left pending for a later reclaimer pass
+        unknown_since = start.unknown_since
+        # A try that an earlier holder started (a process that died or stopped
+        # mid-round) may have reached the sink: its outcome is unknown too.
+        tried_before = unknown_since is not None or start.attempts_before > 0
+        # A first round tries the whole budget; a later one (the outcome is
+        # already unknown) tries once per pass.
+        delivery = await self._deliver(order, self.retries + 1 if unknown_since is None else 1)
+        if delivery is Delivery.STOPPING:
             return
-        if delivered:
-            await self._redis_retry(
-                lambda: self.scripts.confirm(entry.sale_id, order.order_id, GROUP, entry.entry_id)
+        if delivery is Delivery.DELIVERED:
+            await self._confirm(entry)
+            return
+        maybe_written = tried_before or delivery is Delivery.UNKNOWN
+        if not maybe_written:
+            # Every try failed definitely: nothing was written, unless a sink
+            # that can look says otherwise (an earlier holder's write).
+            found = await self._written(order)
+            if found:
+                await self._confirm(entry)
+            elif found is False or not isinstance(self.sink, CheckableSink):
+                await self._release(entry, delivery)
+            else:  # the lookup failed: not proven, keep the stock
+                await self._defer(entry, 0)
+            return
+        since = unknown_since if unknown_since is not None else now_ms()
+        if delivery is Delivery.REFUSED or now_ms() - since >= self.undetermined_after_ms:
+            if await self._written(order):
+                await self._confirm(entry)
+            else:
+                await self._park(entry, since, refused=delivery is Delivery.REFUSED)
+            return
+        await self._defer(entry, since)
+
+    async def _written(self, order: Order) -> bool | None:
+        """Whether a sink that can look holds *order*; None when it cannot tell."""
+        if not isinstance(self.sink, CheckableSink):
+            return None
+        try:
+            async with asyncio.timeout(self.delivery_timeout + TIMEOUT_GRACE):
+                return await self.sink.contains(order.order_id)
+        except (SinkError, TimeoutError) as exc:
+            log.info("order %s: cannot tell if the sink has it: %s", order.order_id, one_line(exc))
+            return None
+
+    async def _ack(self, entry: Entry) -> None:
+        await self._redis_retry(lambda: self.scripts.ack(entry.sale_id, GROUP, entry.entry_id))
+
+    async def _confirm(self, entry: Entry) -> None:
+        await self._redis_retry(
+            lambda: self.scripts.confirm(
+                entry.sale_id,
+                entry.order.order_id,
+                GROUP,
+                entry.entry_id,
+                retention=self.retention,
             )
-            return
+        )
+
+    async def _release(self, entry: Entry, delivery: Delivery) -> None:
+        order = entry.order
         released = await self._redis_retry(
-            lambda: self.scripts.release(entry.sale_id, order.order_id, GROUP, entry.entry_id)
+            lambda: self.scripts.release(
+                entry.sale_id, order.order_id, GROUP, entry.entry_id, retention=self.retention
+            )
         )
         if released:
+            metrics.DELIVERIES_FAILED.inc()
             log.warning(
-                "order %s failed after %d tries; stock returned", order.order_id, self.retries + 1
+                "order %s not written (%s); stock returned",
+                order.order_id,
+                "refused by the sink"
+                if delivery is Delivery.REFUSED
+                else f"{self.retries + 1} tries failed",
             )
             await self._redis_retry(lambda: self.on_released(entry.sale_id))
+
+    async def _defer(self, entry: Entry, since: int) -> None:
+        """Leave the entry pending, not before a backoff: a later reclaimer pass
+        (or a restart) takes it up again; nothing of it stays in this process."""
+        now = now_ms()
+        since = since or now
+        rounds = await self._redis_retry(
+            lambda: self._command("HGET", keys.order(entry.sale_id, entry.order.order_id), "rounds")
+        )
+        delay_ms = int(round_backoff(int(rounds or 0)) * 1000)
+        # never past the budget: the order is parked on time
+        retry_at = min(now + delay_ms, since + self.undetermined_after_ms)
+        noted = await self._redis_retry(
+            lambda: self.scripts.defer(
+                entry.sale_id, entry.order.order_id, now_ms=since, retry_at_ms=retry_at
+            )
+        )
+        if noted is None:  # cancelled meanwhile
+            await self._ack(entry)
+            return
+        log.info(
+            "order %s: delivery outcome unknown (round %d); stock held, retried from %s ms",
+            entry.order.order_id,
+            noted[1],
+            retry_at,
+        )
+
+    async def _park(self, entry: Entry, since: int, *, refused: bool) -> None:
+        order = entry.order
+        parked = await self._redis_retry(
+            lambda: self.scripts.park(entry.sale_id, order.order_id, GROUP, entry.entry_id)
+        )
+        if parked:
+            metrics.ORDERS_UNDETERMINED.inc()
+            log.warning(
+                "order %s undetermined: %s; its %d unit(s) stay held until an operator settles"
+                " it (seckill order settle %s --confirm|--release)",
+                order.order_id,
+                "refused by the sink after a try with an unknown outcome"
+                if refused
+                else f"delivery outcome unknown for {(now_ms() - since) / 1000:.0f}s",
+                order.quantity,
+                order.order_id,
+            )
 
     async def _command(self, *args: str) -> Any:
         """A plain command, through the auto-pipeline."""
         return await self.pipe.execute(*args)
 
-    async def _deliver(self, order: Order) -> bool | None:
-        """True: delivered. False: the retry budget is spent. None: shutting down
-        between tries — the entry stays pending for after the restart."""
-        for attempt in range(self.retries + 1):
+    async def _deliver(self, order: Order, tries: int) -> Delivery:
+        """Up to *tries* deliveries with backoff. DELIVERED; REFUSED at the first
+        permanent refusal; else NOT_WRITTEN when every failure was definite,
+        UNKNOWN when one may have written; STOPPING when shutting down between
+        tries (the entry stays pending for after the restart)."""
+        maybe_written = False
+        for attempt in range(tries):
             started = time.perf_counter()
             try:
-                # asyncio.timeout, not wait_for: no task of its own per delivery
-                async with asyncio.timeout(self.delivery_timeout):
+                # asyncio.timeout, not wait_for: no task of its own per delivery.
+                # The sink keeps the delivery timeout itself and says what a
+                # failure proves; this guard, a little later, is for a sink
+                # that does not (its outcome is unknown).
+                async with asyncio.timeout(self.delivery_timeout + TIMEOUT_GRACE):
                     await self.sink.deliver(order)
                 metrics.count_delivery(started)
-                return True
+                return Delivery.DELIVERED
             except (SinkError, TimeoutError) as exc:
                 metrics.DELIVERIES_ATTEMPT_FAILED.inc()
+                definite = isinstance(exc, SinkError) and exc.definite
                 log.info(
-                    "order %s: delivery %d failed: %s", order.order_id, attempt + 1, one_line(exc)
+                    "order %s: delivery %d failed (%s): %s",
+                    order.order_id,
+                    attempt + 1,
+                    "not written" if definite else "outcome unknown",
+                    one_line(exc),
                 )
-            if attempt < self.retries:
+                if isinstance(exc, SinkError) and exc.permanent:
+                    return Delivery.REFUSED
+                maybe_written = maybe_written or not definite
+            if attempt < tries - 1:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), backoff(attempt))
                 if self.stopping:
-                    return None
-        metrics.DELIVERIES_FAILED.inc()
-        return False
+                    return Delivery.STOPPING
+        return Delivery.UNKNOWN if maybe_written else Delivery.NOT_WRITTEN
 
     async def _redis_retry(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run a Redis call until it succeeds: a delivered order must get confirmed."""

@@ -13,8 +13,18 @@ what one does, and an error reply fails only its own caller.
 Failure rules (the same as the pooled client): nothing is ever re-sent — a
 re-sent admit could admit twice — so a lost connection or a reply slower
 than ``timeout`` fails every caller waiting on that connection with
-redis-py's ``ConnectionError``/``TimeoutError`` (→ 503), and the connection
-is replaced on the next call.
+redis-py's ``ConnectionError``/``TimeoutError``, and the connection is
+replaced on the next call. A command that never left this process (no
+connection could be opened, or the connection failed before its write) fails
+with :class:`NotSent` instead: it did not run, and never will. Any other
+failure leaves the command's fate unknown — Redis may have run it, or may
+still run it (a stalled server runs what it already received).
+
+The pipeline also keeps an estimate of Redis's clock (:meth:`AutoPipeline.redis_now_ms`):
+``TIME`` is sent with every new connection and every ``CLOCK_SYNC`` seconds after, and
+the offset to this host's monotonic clock kept. admit.lua's deadline is set
+with it, so that the gateway and the script agree on it whatever the skew
+between this host's wall clock and Redis's.
 """
 
 from __future__ import annotations
@@ -53,6 +63,21 @@ def encode(args: tuple[Arg, ...] | list[Arg]) -> bytes:
 
 #: seconds aclose() waits for the socket to be let go
 CLOSE_WAIT = 1.0
+#: seconds between two reads of Redis's clock on a connection
+CLOCK_SYNC = 30.0
+
+
+class NotSent(RedisConnectionError):
+    """The command never left this process: it did not run and never will."""
+
+
+def _monotonic_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+def _time_ms(reply: list[str]) -> float:
+    """A ``TIME`` reply (seconds, microseconds) in ms since the epoch."""
+    return int(reply[0]) * 1000.0 + int(reply[1]) / 1000.0
 
 
 class _Connection(asyncio.Protocol):
@@ -95,12 +120,18 @@ class _Connection(asyncio.Protocol):
             self.lost.set_result(None)
 
     def fail(self, exc: Exception) -> None:
-        """Fail every waiting caller and close: the connection is out of step."""
+        """Fail every waiting caller and close: the connection is out of step.
+
+        The commands still in the buffer (the last ones queued) were never
+        written: they fail with :class:`NotSent`."""
         self.closed = True
+        sent = len(self.waiters) - len(self.buffer)
+        not_sent = NotSent(f"{exc} (before the command was sent)")
         while self.waiters:
             _, fut = self.waiters.popleft()
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(exc if sent > 0 else not_sent)
+            sent -= 1
         self.buffer.clear()
         if self.transport is not None:
             self.transport.close()
@@ -168,6 +199,32 @@ class AutoPipeline:
         self._connecting: asyncio.Future[_Connection] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+        #: Redis's clock minus this host's monotonic clock, ms; until the first
+        #: TIME, this host's wall clock stands in for Redis's
+        self._clock_offset_ms = time.time() * 1000.0 - _monotonic_ms()
+        self._clock_read_at = 0.0
+
+    def redis_now_ms(self) -> float:
+        """Now, by Redis's clock (ms since the epoch) as last read over this
+        pipeline: off by at most half the round trip of that read, plus drift."""
+        return _monotonic_ms() + self._clock_offset_ms
+
+    def _read_clock(
+        self, conn: _Connection, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any]:
+        """Send TIME on *conn*; its reply updates the clock offset."""
+        sent_at = _monotonic_ms()
+        fut = conn.send(encode(("TIME",)), loop)
+
+        def read(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            received_at = _monotonic_ms()
+            self._clock_offset_ms = _time_ms(done.result()) - (sent_at + received_at) / 2
+            self._clock_read_at = received_at
+
+        fut.add_done_callback(read)
+        return fut
 
     @classmethod
     def from_url(cls, url: str, timeout: float) -> AutoPipeline:
@@ -208,18 +265,26 @@ class AutoPipeline:
     # -- connecting ------------------------------------------------------------
 
     async def _connect(self) -> _Connection:
-        if self._connecting is None:  # one attempt, shared by every caller
-            self._connecting = asyncio.ensure_future(self._open())
         fut = self._connecting
+        if fut is None:  # one attempt, shared by every caller
+            fut = self._connecting = asyncio.ensure_future(self._open())
+            fut.add_done_callback(self._attempt_over)
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             reraise_if_cancelling()  # this caller was cancelled: its own business
             # the attempt was cancelled under it, by aclose()
-            raise RedisConnectionError("client closed") from None
-        finally:
-            if fut.done():
-                self._connecting = None
+            raise NotSent("client closed") from None
+
+    def _attempt_over(self, fut: asyncio.Future[_Connection]) -> None:
+        """A connection attempt is over, whether anyone still waits for it or
+        not: the next caller starts a new one (an attempt that failed after all
+        its callers gave up must not fail the next caller too), and its error
+        is taken."""
+        if self._connecting is fut:
+            self._connecting = None
+        if not fut.cancelled():
+            fut.exception()
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -231,7 +296,7 @@ class AutoPipeline:
                 opening = loop.create_connection(_Connection, where.host, where.port, ssl=where.tls)
             _, conn = await asyncio.wait_for(opening, self.timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
+            raise NotSent(f"cannot connect to Redis: {exc}") from None
         sock = conn.transport.get_extra_info("socket") if conn.transport else None
         if sock is not None and where.path is None:
             with contextlib.suppress(OSError):
@@ -251,14 +316,17 @@ class AutoPipeline:
                 await asyncio.wait_for(fut, self.timeout)
         except (ResponseError, TimeoutError, RedisConnectionError) as exc:
             conn.fail(RedisConnectionError(f"Redis refused the connection setup: {exc}"))
-            raise RedisConnectionError(f"Redis refused the connection setup: {exc}") from None
+            raise NotSent(f"Redis refused the connection setup: {exc}") from None
         except BaseException:  # cancelled (aclose) mid-setup: close it, not the GC
             conn.fail(RedisConnectionError("client closed"))
             raise
         if self._closed:  # closed while this connection was being opened
             conn.fail(RedisConnectionError("client closed"))
-            raise RedisConnectionError("client closed")
+            raise NotSent("client closed")
         self._conn = conn
+        # not waited for: the first commands go out with the last estimate
+        # (this host's wall clock before any), and are not held up by it
+        self._read_clock(conn, loop)
         self._arm_watchdog()
         return conn
 
@@ -281,4 +349,7 @@ class AutoPipeline:
             if time.monotonic() - started > self.timeout:
                 conn.fail(RedisTimeoutError(f"Redis did not answer within {self.timeout}s"))
         if conn is not None and not conn.closed:
+            if _monotonic_ms() - self._clock_read_at > CLOCK_SYNC * 1000:
+                self._clock_read_at = _monotonic_ms()  # one read in flight at a time
+                self._read_clock(conn, asyncio.get_running_loop())
             self._arm_watchdog()

@@ -15,8 +15,8 @@ defaults: the pipe takes its endpoint from the pool's parsed options.
 The blocking pool makes a burst wait briefly for a connection instead of
 failing past ``max_connections``. Automatic retries are off in both: a
 re-sent EVALSHA of admit.lua after a lost reply could admit the same buy
-twice, so a lost connection is a 503 to the client, who may retry with its
-Idempotency-Key.
+twice. A lost reply of admit.lua is settled instead (``Scripts.admit``:
+admitted, never, or 503 ``outcome_unknown``).
 """
 
 from __future__ import annotations

@@ -48,7 +48,27 @@ def units(sale_id: str) -> str:
 
 
 def idem(sale_id: str, user_id: str, key: str) -> str:
-    """String: the order id an Idempotency-Key of one user maps to (with a TTL)."""
+    """String: the order id an Idempotency-Key of one user maps to (with a TTL).
+
+    ``…:idemkey:<length of the user id>:<user id>:<key>``: the length says
+    where the user id ends, so no two (user, key) pairs share a Redis key even
+    though both may contain ``:`` (user ``a`` with key ``b:c`` is
+    ``…:1:a:b:c``, user ``a:b`` with key ``c`` is ``…:3:a:b:c``). The segment
+    name differs from the old layout's (:func:`legacy_idem`), so no key of
+    one layout can be read as a key of the other.
+    """
+    return f"{PREFIX}:{{{sale_id}}}:idemkey:{len(user_id)}:{user_id}:{key}"
+
+
+def legacy_idem(sale_id: str, user_id: str, key: str) -> str:
+    """The Idempotency-Key layout of versions before issue 12, ambiguous
+    (``…:idem:<user>:<key>``: user ``a`` with key ``b:c`` and user ``a:b``
+    with key ``c`` share it). Only read, by admit.lua, and only honoured when
+    the order it names belongs to the asking user: a buy retried across the
+    upgrade still gets its order. These keys expire by their TTL
+    (``Settings.idempotency_ttl``, 24 h); once that long has passed after an upgrade,
+    none is left.
+    """
     return f"{PREFIX}:{{{sale_id}}}:idem:{user_id}:{key}"
 
 
@@ -60,6 +80,11 @@ def order(sale_id: str, order_id: str) -> str:
 def stream(sale_id: str) -> str:
     """Stream: the durable queue of admitted orders of the sale."""
     return f"{PREFIX}:{{{sale_id}}}:orders"
+
+
+def undetermined(sale_id: str) -> str:
+    """Sorted set: order ids of the sale parked as undetermined -> when (ms)."""
+    return f"{PREFIX}:{{{sale_id}}}:undetermined"
 
 
 def bucket(sale_id: str) -> str:

@@ -388,7 +388,8 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
         if outcome.problem:
             out(f"FAILED: {outcome.problem}")
             code = 1
-        if outcome.problem or broken or "unavailable" in outcome.stats.answers:
+        lost_redis = {"unavailable", "outcome_unknown"} & set(outcome.stats.answers)
+        if outcome.problem or broken or lost_redis:
             out("the gateway's last words:")
             for line in gateway.output().splitlines()[-TAIL:]:
                 out(f"  | {line}")

@@ -22,16 +22,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from redis.asyncio import Redis
 
+from seckill.pipeline.sinks import safe_url
 from seckill.redis import keys
 from seckill.schemas import ORDER_STATUSES
 from seckill.tools.admin_client import AdminClientError, call
 
-#: statuses whose units count as sold (held by their user).
-HOLDING = ("queued", "confirmed")
+#: statuses whose units count as sold (held by their user): an undetermined
+#: order keeps its stock until an operator settles it.
+HOLDING = ("queued", "confirmed", "undetermined")
 #: keys per SCAN step and per pipelined batch of HGETALLs.
 BATCH = 1000
 #: how many offending ids a detail names before "…".
@@ -143,16 +145,21 @@ async def check_sale(
         checks.append(_every_order_final(queued, len(orders)))
     checks.append(_counts_consistent(sale, by_status, malformed))
     if sink_url is not None:
-        checks.append(await _sink_exactly_once(sink_url, sale_id, orders))
+        rows = await read_sink_rows(sink_url, sale_id)
+        checks.append(_sink_exactly_once(sink_url, rows, sale_id, orders))
+        cancelled = {i for i, o in orders.items() if o.get("status") == "cancelled"}
+        checks.append(sink_within_sold(rows, sale, cancelled))
     return checks
 
 
 def _never_oversold(sale: dict[str, str], sold: int, by_status: Counter[str]) -> Check:
     total, left = _int(sale.get("stock_total")), _int(sale.get("stock_left"))
-    n = by_status["queued"] + by_status["confirmed"]
+    n = sum(by_status[s] for s in HOLDING)
     if total is None or left is None:
         return Check("never_oversold", False, "the sale hash has no stock_total/stock_left")
-    facts = f"stock_total {total}, stock_left {left}; {n} queued|confirmed orders hold {sold} units"
+    facts = (
+        f"stock_total {total}, stock_left {left}; {n} {'|'.join(HOLDING)} orders hold {sold} units"
+    )
     if left < 0:
         return Check("never_oversold", False, f"stock_left {left} < 0 ({facts})")
     if sold != total - left:
@@ -216,10 +223,47 @@ def _counts_consistent(
     return Check("counts_consistent", True, counts)
 
 
+def sink_shown(sink_url: str) -> str:
+    """The sink as check details name it (a PostgreSQL URL without its password);
+    CheckError when it is neither a SQLite nor a PostgreSQL URL."""
+    if sink_url.lower().startswith(("postgresql://", "postgres://")):
+        return safe_url(urlsplit(sink_url))
+    return str(sqlite_path(sink_url))
+
+
+async def read_sink_rows(sink_url: str, sale_id: str) -> list[tuple[str, str, str, int]]:
+    """(order_id, sale_id, user_id, quantity) of every sink row of the sale."""
+    if not sink_url.lower().startswith(("postgresql://", "postgres://")):
+        return await asyncio.to_thread(read_sink, sqlite_path(sink_url), sale_id)
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(sink_url, timeout=10)
+    except Exception as exc:  # refused, auth, no such database, bad DSN
+        raise CheckError(
+            f"cannot reach the PostgreSQL sink {sink_shown(sink_url)}: {exc}"
+        ) from None
+    try:
+        rows = await conn.fetch(
+            "SELECT order_id, sale_id, user_id, quantity FROM orders"
+            " WHERE sale_id = $1 OR left(order_id, $2) = $3",
+            sale_id,
+            len(sale_id) + 1,
+            sale_id + ".",
+        )
+    except asyncpg.PostgresError as exc:
+        raise CheckError(f"cannot read table orders of {sink_shown(sink_url)}: {exc}") from None
+    finally:
+        await conn.close()
+    return [(str(a), str(b), str(c), int(d)) for a, b, c, d in rows]
+
+
 def sqlite_path(sink_url: str) -> Path:
     """The file of a ``sqlite:///PATH`` URL (the gateway's own convention)."""
     if not sink_url.lower().startswith("sqlite:///") or len(sink_url) == len("sqlite:///"):
-        raise CheckError(f"the sink to check must be sqlite:///PATH, got {sink_url!r}")
+        raise CheckError(
+            f"the sink to check must be sqlite:///PATH or postgresql://…, got {sink_url!r}"
+        )
     return Path(sink_url[len("sqlite:///") :])
 
 
@@ -246,11 +290,49 @@ def read_sink(path: Path, sale_id: str) -> list[tuple[str, str, str, int]]:
     return [(str(a), str(b), str(c), int(d)) for a, b, c, d in rows]
 
 
-async def _sink_exactly_once(
-    sink_url: str, sale_id: str, orders: dict[str, dict[str, str]]
+def sink_within_sold(
+    rows: list[tuple[str, str, str, int]], sale: dict[str, str], cancelled: set[str]
 ) -> Check:
-    path = sqlite_path(sink_url)
-    rows = await asyncio.to_thread(read_sink, path, sale_id)
+    """The backend never holds more than was sold: the units of the sale's sink
+    rows ≤ stock_total − stock_left, and each user's ≤ per_user_limit. Rows of
+    orders an operator cancelled are left out (a cancel returns the stock and
+    does not notify the sink, see README); the rest holds whatever Redis forgot."""
+    rows = [r for r in rows if r[0] not in cancelled]
+    total, left = _int(sale.get("stock_total")), _int(sale.get("stock_left"))
+    limit = _int(sale.get("per_user_limit"))
+    if total is None or left is None or limit is None:
+        return Check("sink_within_sold", False, "the sale hash lacks stock_total/stock_left/limit")
+    units = sum(r[3] for r in rows)
+    by_user: Counter[str] = Counter()
+    for r in rows:
+        by_user[r[2]] += r[3]
+    over = sorted(u for u, n in by_user.items() if n > limit)
+    facts = (
+        f"the sink holds {units} units in {len(rows)} rows (not cancelled);"
+        f" stock_total − stock_left ="
+        f" {total - left}; per_user_limit {limit}, the most one user holds"
+        f" {max(by_user.values(), default=0)}"
+    )
+    problems = []
+    if units > total - left:
+        problems.append(f"the sink holds {units - (total - left)} unit(s) more than sold")
+    if over:
+        problems.append(
+            f"{len(over)} user(s) over the limit in the sink: "
+            + _some([f"{u} holds {by_user[u]}" for u in over])
+        )
+    if problems:
+        return Check("sink_within_sold", False, "; ".join(problems) + f" ({facts})")
+    return Check("sink_within_sold", True, facts)
+
+
+def _sink_exactly_once(
+    sink_url: str,
+    rows: list[tuple[str, str, str, int]],
+    sale_id: str,
+    orders: dict[str, dict[str, str]],
+) -> Check:
+    path = sink_shown(sink_url)
     copies = Counter(r[0] for r in rows)
     confirmed = {i for i, o in orders.items() if o.get("status") == "confirmed"}
     missing = sorted(confirmed - set(copies))
@@ -284,7 +366,7 @@ async def _sink_exactly_once(
     # sink), or written but not yet confirmed (the confirm follows the write).
     notes = [
         f"{n} {s} order(s) also in the sink"
-        for s in ("cancelled", "queued")
+        for s in ("cancelled", "queued", "undetermined")
         if (n := sum(1 for v in status_of.values() if v == s))
     ]
     if notes:
@@ -322,7 +404,7 @@ def admin_checks(view: dict[str, Any], *, require_drained: bool = False) -> list
         backlog = int(view["backlog"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckError(f"the admin sale view lacks a field: {exc}") from None
-    held = counts["queued"] + counts["confirmed"]
+    held = sum(counts[s] for s in HOLDING)
     sold = total - left
     checks = [
         Check(
@@ -338,7 +420,7 @@ def admin_checks(view: dict[str, Any], *, require_drained: bool = False) -> list
         Check(
             "sold_matches_orders",
             low <= sold <= high,
-            f"stock_total − stock_left = {sold}; {held} queued|confirmed orders of 1.."
+            f"stock_total − stock_left = {sold}; {held} {'|'.join(HOLDING)} orders of 1.."
             f"{limit} units each allow {low}..{high}",
         )
     )

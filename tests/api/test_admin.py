@@ -112,7 +112,13 @@ async def test_create_with_defaults(client: TestClient, redis: Redis) -> None:
     assert view["ends_at"] is None
     assert view["starts_at"].endswith("Z")
     assert before <= parse(view["starts_at"]) <= datetime.now(UTC)
-    assert view["orders"] == {"queued": 0, "confirmed": 0, "failed": 0, "cancelled": 0}
+    assert view["orders"] == {
+        "queued": 0,
+        "confirmed": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "undetermined": 0,
+    }
     assert view["backlog"] == 0
     assert await redis.sismember(keys.SALES_INDEX, "s1")
     # The GET answers the same object.
@@ -370,7 +376,7 @@ async def test_admin_view_counts_orders_and_backlog(client: TestClient) -> None:
     view = await get(client, "s1")
     assert set(view) == ADMIN_FIELDS
     orders = view["orders"]
-    assert set(orders) == {"queued", "confirmed", "failed", "cancelled"}
+    assert set(orders) == {"queued", "confirmed", "failed", "cancelled", "undetermined"}
     # The app's pipeline may confirm either order at any moment.
     assert orders["queued"] + orders["confirmed"] == 2
     assert orders["failed"] == orders["cancelled"] == 0

@@ -426,10 +426,91 @@ async def test_concurrent_retries_with_one_key_make_one_order(
     assert (await admin_view(client, "s1"))["stock_left"] == 9
 
 
-async def test_idempotency_key_of_64_chars_is_accepted(client: TestClient) -> None:
-    await create_sale(client, "s1", stock=10)
-    status, _, _ = await buy(client, "s1", "alice", idem="k" * 64)
+async def test_idempotency_key_of_64_chars_is_accepted_and_replays(
+    client: TestClient, redis: Redis
+) -> None:
+    await create_sale(client, "s1", stock=10, per_user_limit=2)
+    key = "k" * 63 + "~"
+    status, first, _ = await buy(client, "s1", "alice", idem=key)
     assert status == 202
+    status, again, _ = await buy(client, "s1", "alice", idem=key)
+    assert (status, again) == (202, first)
+    # the whole key counts: one character less is another key, another order
+    status, other, _ = await buy(client, "s1", "alice", idem=key[:-1])
+    assert status == 202 and other["order_id"] != first["order_id"]
+    assert await redis.xlen(keys.stream("s1")) == 2
+
+
+async def test_idempotency_keys_of_two_users_never_collide(
+    client: TestClient, redis: Redis
+) -> None:
+    """User `a` with key `b:c`, then user `a:b` with key `c`: two buys, and
+    neither learns the other's order id."""
+    await create_sale(client, "s1", stock=10)
+    status, a, _ = await buy(client, "s1", "a", idem="b:c")
+    assert status == 202
+    status, ab, _ = await buy(client, "s1", "a:b", idem="c")
+    assert status == 202, ab
+    assert ab["order_id"] != a["order_id"]
+    assert (await buy(client, "s1", "a:b", idem="c"))[1] == ab
+    assert (await buy(client, "s1", "a", idem="b:c"))[1] == a
+    for name, body in (("a", a), ("a:b", ab)):
+        assert await redis.hget(keys.order("s1", body["order_id"]), "user_id") == name
+    assert await redis.xlen(keys.stream("s1")) == 2
+    assert (await admin_view(client, "s1"))["stock_left"] == 8
+
+
+async def test_an_old_layout_key_of_another_user_is_no_replay_after_a_sell_out(
+    client: TestClient, redis: Redis
+) -> None:
+    """A key left by the version before (`…:idem:a:b:c`, user `a`'s) matches user
+    `a:b` with key `c` too: after the sell-out `a:b` is told sold out, not
+    handed `a`'s order; `a` gets its order back."""
+    await create_sale(client, "s1", stock=1)
+    await settle_events(client)
+    _, a, _ = await buy(client, "s1", "a")
+    await redis.set(keys.legacy_idem("s1", "a", "b:c"), a["order_id"], ex=60)
+    status, body, _ = await buy(client, "s1", "a:b", idem="c")
+    assert_error(status, body, 409, "sold_out")
+    status, again, _ = await buy(client, "s1", "a", idem="b:c")
+    assert (status, again) == (202, a)
+
+
+async def test_concurrent_buys_with_shared_and_colliding_keys(
+    client: TestClient, redis: Redis
+) -> None:
+    """480 buys at once: 120 users in pairs whose (user, key) met in one Redis
+    key in the old layout (`pI` + `q:k`, `pI:q` + `k`), each sending its key
+    twice and the key `same`, shared by everyone, twice. Stock 150, two units
+    each. Nobody gets another user's order; one key of one user, one order;
+    the stock adds up (docs/API.md §6)."""
+    stock, limit = 150, 2
+    await create_sale(client, "idem", stock=stock, per_user_limit=limit)
+    calls: list[tuple[str, str]] = []
+    for i in range(60):
+        calls += [(f"p{i}", "q:k"), (f"p{i}:q", "k")] * 2
+        calls += [(f"p{i}", "same"), (f"p{i}:q", "same")] * 2
+    results = await asyncio.gather(*(buy(client, "idem", u, idem=k) for u, k in calls))
+
+    orders_of: dict[tuple[str, str], set[str]] = {}
+    owner: dict[str, str] = {}
+    for (name, key), (status, body, _) in zip(calls, results, strict=True):
+        if status == 202:
+            orders_of.setdefault((name, key), set()).add(body["order_id"])
+            assert owner.setdefault(body["order_id"], name) == name, "an order shown to two users"
+        else:
+            assert (status, body["error"]) in {(409, "sold_out"), (409, "limit_reached")}, body
+    assert all(len(ids) == 1 for ids in orders_of.values()), "one key of one user, one order"
+    assert len(owner) == stock, "every unit sold, each once"
+    for order_id, name in owner.items():
+        assert await redis.hget(keys.order("idem", order_id), "user_id") == name
+    entries = await redis.xrange(keys.stream("idem"))
+    assert {e["order_id"]: e["user_id"] for _, e in entries} == owner
+    held = {u: int(n) for u, n in (await redis.hgetall(keys.units("idem"))).items()}
+    assert held == dict(Counter(owner.values()))
+    assert max(held.values()) <= limit
+    view = await admin_view(client, "idem")
+    assert view["stock_left"] == 0 and admitted_count(view) == stock
 
 
 async def test_bad_idempotency_key_is_refused_before_any_stock_moves(
@@ -507,7 +588,13 @@ async def test_order_goes_from_queued_to_confirmed(client: TestClient) -> None:
     order = await wait_confirmed(client, bought["order_id"], "alice")
     assert order["order_id"] == bought["order_id"] and order["quantity"] == 1
     view = await admin_view(client, "s1")
-    assert view["orders"] == {"queued": 0, "confirmed": 1, "failed": 0, "cancelled": 0}
+    assert view["orders"] == {
+        "queued": 0,
+        "confirmed": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "undetermined": 0,
+    }
     assert view["backlog"] == 0
     assert view["stock_left"] == 9
 

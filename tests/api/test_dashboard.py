@@ -479,7 +479,13 @@ class StubAdminApi:
                     "starts_at": "2024-01-01T00:00:00Z",
                     "ends_at": None,
                     "per_user_limit": 1,
-                    "orders": {"queued": 0, "confirmed": confirmed, "failed": 0, "cancelled": 0},
+                    "orders": {
+                        "queued": 0,
+                        "confirmed": confirmed,
+                        "failed": 0,
+                        "cancelled": 0,
+                        "undetermined": 0,
+                    },
                     "backlog": 0,
                 }
             ],

@@ -2,8 +2,10 @@
 
 It records every delivery (raw count and distinct order ids by
 Idempotency-Key), the highest number of deliveries in flight at once, and
-answers as told: ``fail`` = 500, ``delay`` = seconds before answering,
-``gate`` = an Event every delivery waits for.
+answers as told: ``fail`` = 500 (or ``fail_status``, e.g. 400 or 429),
+``delay`` = seconds before answering, ``gate`` = an Event every delivery
+waits for, ``late`` = seconds to wait *after* storing the order before
+answering (a slow shop that has the order but answers past the timeout).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class Webhook:
         self.in_flight = 0
         self.max_in_flight = 0
         self.fail = False
+        self.fail_status = 500
         self.delay = 0.0
+        self.late = 0.0
         self.gate: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
 
@@ -41,12 +45,14 @@ class Webhook:
                 await asyncio.sleep(self.delay)  # the slow shop backend being simulated
             self.raw += 1
             if self.fail:
-                return web.json_response({"error": "down"}, status=500)
+                return web.json_response({"error": "down"}, status=self.fail_status)
             key = request.headers["Idempotency-Key"]
             body = await request.json()
             assert body["order_id"] == key
             self.by_key[key] += 1
             self.bodies[key] = body
+            if self.late:
+                await asyncio.sleep(self.late)  # stored; the answer comes too late
             return web.json_response({"ok": True})
         finally:
             self.in_flight -= 1

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
+import pytest
 from redis.asyncio import Redis
 
 from seckill.core.limits import Limits
 from seckill.redis import keys
+from seckill.redis.autopipe import NotSent
+from seckill.redis.client import connect
 from seckill.redis.scripts import Admit, SalePut, Scripts, lua_source
 
 T0 = 1_700_000_000_000  # a fixed "now" (2023) in ms for deterministic windows
@@ -91,6 +95,190 @@ async def test_idempotency_replay(scripts: Scripts, redis: Redis) -> None:
     assert other_user.outcome is Admit.OK and other_user.order_id != first.order_id
     assert await redis.xlen(keys.stream("s")) == 2
     assert 0 < await redis.ttl(keys.idem("s", "u", "k1")) <= 86_400
+
+
+async def test_idempotency_keys_of_two_users_never_collide(scripts: Scripts, redis: Redis) -> None:
+    """User `a` with key `b:c` and user `a:b` with key `c` once shared one Redis
+    key: the second got the first's order. Now each pair has its own key."""
+    await make_sale(scripts, stock=5)
+    first = await scripts.admit("s", "a", 1, idempotency_key="b:c", now_ms=T0)
+    second = await scripts.admit("s", "a:b", 1, idempotency_key="c", now_ms=T0)
+    assert (first.outcome, second.outcome) == (Admit.OK, Admit.OK)
+    assert second.order_id != first.order_id
+    assert keys.idem("s", "a", "b:c") != keys.idem("s", "a:b", "c")
+    assert await redis.get(keys.idem("s", "a", "b:c")) == first.order_id
+    assert await redis.get(keys.idem("s", "a:b", "c")) == second.order_id
+    # each replay answers its own user's order
+    again = await scripts.admit("s", "a:b", 1, idempotency_key="c", now_ms=T0)
+    assert (again.outcome, again.order_id) == (Admit.REPLAY, second.order_id)
+    again = await scripts.admit("s", "a", 1, idempotency_key="b:c", now_ms=T0)
+    assert (again.outcome, again.order_id) == (Admit.REPLAY, first.order_id)
+    assert await redis.xlen(keys.stream("s")) == 2
+
+
+def test_idempotency_key_layout_is_one_to_one() -> None:
+    users = ["a", "a:b", "a:b:c", "1", "1:a", "ab", "x" * 64]
+    key_list = ["b:c", "c", ":", "a:b", "1:a", "k" * 64, "b"]
+    made = {keys.idem("s", u, k) for u in users for k in key_list}
+    assert len(made) == len(users) * len(key_list)
+    # and no key of the new layout is one of the old layout
+    assert not made & {keys.legacy_idem("s", u, k) for u in users for k in key_list}
+
+
+async def test_an_old_layout_key_replays_only_for_its_own_user(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """Upgrade: a key written by the old layout (user `a`, key `b:c`) still
+    replays for `a`; user `a:b` with key `c` maps to the same old key but is
+    not answered with `a`'s order: that buy is a fresh one."""
+    await make_sale(scripts, stock=5)
+    old = await scripts.admit("s", "a", 1, now_ms=T0)  # as the old version admitted it
+    await redis.set(keys.legacy_idem("s", "a", "b:c"), old.order_id, ex=86_400)
+    replay = await scripts.admit("s", "a", 1, idempotency_key="b:c", now_ms=T0)
+    assert (replay.outcome, replay.order_id) == (Admit.REPLAY, old.order_id)
+    other = await scripts.admit("s", "a:b", 1, idempotency_key="c", now_ms=T0)
+    assert other.outcome is Admit.OK and other.order_id != old.order_id
+    # the fresh buy took a key of the new layout; the old key is left to expire
+    assert await redis.get(keys.idem("s", "a:b", "c")) == other.order_id
+    assert await redis.get(keys.legacy_idem("s", "a", "b:c")) == old.order_id
+    again = await scripts.admit("s", "a:b", 1, idempotency_key="c", now_ms=T0)
+    assert (again.outcome, again.order_id) == (Admit.REPLAY, other.order_id)
+    assert await redis.xlen(keys.stream("s")) == 2
+
+
+async def test_a_key_naming_another_users_order_is_no_replay(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """Whatever a key holds, a replay answers only the order's own user."""
+    await make_sale(scripts, stock=5)
+    alice = await scripts.admit("s", "alice", 1, idempotency_key="k", now_ms=T0)
+    await redis.set(keys.idem("s", "bob", "k"), alice.order_id)  # planted
+    bob = await scripts.admit("s", "bob", 1, idempotency_key="k", now_ms=T0)
+    assert bob.outcome is Admit.OK and bob.order_id != alice.order_id
+    assert await redis.get(keys.idem("s", "bob", "k")) == bob.order_id
+
+
+async def test_past_its_deadline_admit_changes_nothing(scripts: Scripts, redis: Redis) -> None:
+    await make_sale(scripts, stock=5)
+    limits = Limits(rate=1.0, burst=1, per_user_rate=1.0, per_user_burst=1)
+    late = await scripts.admit(
+        "s", "u", 1, idempotency_key="k", limits=limits, now_ms=T0, deadline_ms=T0 - 1
+    )
+    assert late.outcome is Admit.LATE
+    assert await redis.hget(keys.sale("s"), "stock_left") == "5"
+    assert await redis.xlen(keys.stream("s")) == 0
+    assert await redis.hgetall(keys.units("s")) == {}
+    assert await redis.exists(keys.idem("s", "u", "k"), keys.bucket("s")) == 0
+    assert await redis.exists(keys.order("s", late.order_id)) == 0
+    # on time (the deadline itself included) it admits, and a replay answers
+    # whatever the deadline: it changes nothing
+    ok = await scripts.admit("s", "u", 1, idempotency_key="k", now_ms=T0, deadline_ms=T0)
+    assert ok.outcome is Admit.OK
+    replay = await scripts.admit("s", "u", 1, idempotency_key="k", now_ms=T0, deadline_ms=0)
+    assert (replay.outcome, replay.order_id) == (Admit.REPLAY, ok.order_id)
+
+
+async def test_the_default_deadline_is_by_redis_clock(scripts: Scripts) -> None:
+    """Without a test clock the script reads TIME and the deadline is set from
+    the pipeline's estimate of Redis's clock: a buy on time admits."""
+    await make_sale(scripts, stock=5)
+    assert (await scripts.admit("s", "u", 1)).outcome is Admit.OK
+    r = await scripts.admit("s", "v", 1, deadline_ms=int(time.time() * 1000) - 60_000)
+    assert r.outcome is Admit.LATE
+
+
+# -- settling an admit whose answer was lost (Scripts._settle_admit, admit_outcome.lua) ----
+
+
+async def test_a_lost_answer_of_an_admitted_buy_settles_as_its_order(
+    scripts: Scripts, redis: Redis
+) -> None:
+    await make_sale(scripts, stock=5)
+    ok = await scripts.admit("s", "u", 1)
+    await redis.hset(keys.order("s", ok.order_id), "status", "confirmed")
+    settled = await scripts._settle_admit("s", ok.order_id, 0, TimeoutError("lost"))
+    assert (settled.outcome, settled.order_id) == (Admit.OK, ok.order_id)
+    assert (settled.quantity, settled.status, settled.created_at_ms) == (
+        1,
+        "confirmed",
+        ok.created_at_ms,
+    )
+
+
+async def test_a_lost_answer_without_an_order_settles_late_once_the_deadline_passed(
+    scripts: Scripts,
+) -> None:
+    """Before its deadline the order could still be made: settling waits for the
+    deadline (by Redis's clock), then answers LATE."""
+    await make_sale(scripts, stock=5)
+    order_id = "s.abcdefgh00000001"
+    assert (await scripts._settle_admit("s", order_id, 0, TimeoutError())).outcome is Admit.LATE
+    started = time.monotonic()
+    deadline = int(await _redis_ms(scripts)) + 300
+    settled = await scripts._settle_admit("s", order_id, deadline, TimeoutError())
+    assert settled.outcome is Admit.LATE
+    assert time.monotonic() - started >= 0.25  # it waited for the deadline
+    # and a late run of that admit does nothing
+    late = await scripts.admit("s", "u", 1, deadline_ms=deadline)
+    assert late.outcome is Admit.LATE
+
+
+async def test_a_lost_answer_of_a_buy_whose_key_names_an_order_settles_as_that_order(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """A retry with an Idempotency-Key whose answer was lost: its own order id was
+    never created, but the key names the user's order, as a replay would say."""
+    await make_sale(scripts, stock=5)
+    first = await scripts.admit("s", "u", 1, idempotency_key="k")
+    lost_id = "s.abcdefgh00000002"
+
+    def idem(user: str, key: str) -> tuple[str, str, str]:
+        return user, keys.idem("s", user, key), keys.legacy_idem("s", user, key)
+
+    settled = await scripts._settle_admit("s", lost_id, 0, TimeoutError(), idem("u", "k"))
+    assert (settled.outcome, settled.order_id) == (Admit.REPLAY, first.order_id)
+    assert (settled.quantity, settled.status) == (1, "queued")
+    # another user's key never answers with u's order, whatever it holds
+    await redis.set(keys.idem("s", "v", "k"), first.order_id)
+    settled = await scripts._settle_admit("s", lost_id, 0, TimeoutError(), idem("v", "k"))
+    assert settled.outcome is Admit.LATE
+    # an old-layout key of the user's own counts too
+    old = await scripts.admit("s", "w", 1)
+    await redis.set(keys.legacy_idem("s", "w", "a:b"), old.order_id)
+    settled = await scripts._settle_admit("s", lost_id, 0, TimeoutError(), idem("w", "a:b"))
+    assert (settled.outcome, settled.order_id) == (Admit.REPLAY, old.order_id)
+
+
+async def _redis_ms(scripts: Scripts) -> float:
+    seconds, micros = await scripts._pipe.execute("TIME")
+    return int(seconds) * 1000 + int(micros) / 1000
+
+
+async def test_settling_without_redis_is_unknown_within_its_bound() -> None:
+    from seckill.process.procs import free_port
+
+    clients = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    try:
+        scripts = Scripts(clients)
+        started = time.monotonic()
+        deadline = int(clients.pipe.redis_now_ms()) + 100
+        settled = await scripts._settle_admit("s", "s.abcdefgh00000001", deadline, TimeoutError())
+        assert (settled.outcome, settled.order_id) == (Admit.UNKNOWN, "s.abcdefgh00000001")
+        assert 0.25 <= time.monotonic() - started < 1.0  # the deadline, then the timeout
+    finally:
+        await clients.aclose()
+
+
+async def test_a_buy_never_sent_is_not_sent() -> None:
+    """No connection: the script never left, and the call says so (plain 503)."""
+    from seckill.process.procs import free_port
+
+    clients = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    try:
+        with pytest.raises(NotSent):
+            await Scripts(clients).admit("s", "u", 1)
+    finally:
+        await clients.aclose()
 
 
 async def test_overloaded_when_backlog_at_bound(scripts: Scripts) -> None:

@@ -61,7 +61,7 @@ async def confirmed(client: Client, sale: str, n: int) -> bool:
 
 
 async def test_burst_is_delivered_to_sqlite_once_each(
-    make_client: MakeClient, settings: Settings
+    make_client: MakeClient, settings: Settings, redis: Redis
 ) -> None:
     client = await make_client()
     await create_sale(client, "p1", stock=150)
@@ -69,8 +69,18 @@ async def test_burst_is_delivered_to_sqlite_once_each(
     assert len(admitted) == 150
     await until(lambda: confirmed(client, "p1", 150), 20, "every order confirmed")
     sale = await admin_sale(client, "p1")
-    assert sale["orders"] == {"queued": 0, "confirmed": 150, "failed": 0, "cancelled": 0}
+    assert sale["orders"] == {
+        "queued": 0,
+        "confirmed": 150,
+        "failed": 0,
+        "cancelled": 0,
+        "undetermined": 0,
+    }
     assert (sale["backlog"], sale["stock_left"]) == (0, 0)
+    # delivered entries are deleted from the stream; final orders get their retention
+    assert await redis.xlen(keys.stream("p1")) == 0
+    ttls = {await redis.ttl(keys.order("p1", o["order_id"])) for o in admitted}
+    assert all(0 < t <= settings.order_retention for t in ttls), ttls
     with sqlite3.connect(settings.data_dir / "orders.db") as db:
         rows = db.execute("SELECT order_id, user_id, quantity FROM orders").fetchall()
     assert sorted(r[0] for r in rows) == sorted(o["order_id"] for o in admitted)
@@ -106,11 +116,11 @@ async def test_sink_down_for_a_while_then_back(make_client: MakeClient, webhook:
     assert (await admin_sale(client, "p3"))["orders"]["failed"] == 0
 
 
-async def test_sink_always_failing_fails_orders_and_returns_stock(
+async def test_sink_refusing_fails_orders_and_returns_stock(
     make_client: MakeClient, webhook: Webhook
 ) -> None:
-    webhook.fail = True
-    client = await make_client(order_sink=webhook.url, delivery_retries=1)
+    webhook.fail, webhook.fail_status = True, 400  # a definite refusal
+    client = await make_client(order_sink=webhook.url, delivery_retries=5)
     await create_sale(client, "p4", stock=3)
     admitted = await crowd(client, "p4", ["a", "b", "c", "d"])
     assert len(admitted) == 3
@@ -119,6 +129,7 @@ async def test_sink_always_failing_fails_orders_and_returns_stock(
         return (await admin_sale(client, "p4"))["orders"]["failed"] == 3
 
     await until(all_failed, 20, "orders failed")
+    assert webhook.raw == 3  # released at the first refusal: no retry
     sale = await admin_sale(client, "p4")
     assert (sale["stock_left"], sale["status"], sale["backlog"]) == (3, "active", 0)
     # the sold-out flag was cleared everywhere: the sale is buyable again, by the same users too

@@ -18,13 +18,18 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
 
+from seckill.pipeline.consumer import GROUP
 from seckill.pipeline.sinks import Order, Sink, SinkError, sink_from_url
 from seckill.pipeline.sinks.postgres import PostgresSink
 from seckill.pipeline.sinks.sqlite import SQLiteSink
 from seckill.pipeline.sinks.webhook import WebhookSink
 from seckill.process.procs import free_port
+from seckill.redis import keys
+from seckill.redis.scripts import Scripts
 from seckill.timefmt import parse_rfc3339
+from seckill.tools.invariants import check_sale
 from tests.helpers.ci import missing
 from tests.helpers.pg import PostgresServer, find_bindir
 
@@ -118,6 +123,7 @@ async def test_sqlite_one_bad_order_does_not_fail_its_batch(sqlite_sink: SQLiteS
         *(sqlite_sink.deliver(o) for o in [*good[:25], bad, *good[25:]]), return_exceptions=True
     )
     assert isinstance(results[25], SinkError) and "s1.bad" in str(results[25])
+    assert results[25].permanent  # refused: retrying cannot help
     assert results[:25] + results[26:] == [None] * 50
     assert len(sqlite_rows(sqlite_sink.path)) == 50
 
@@ -133,13 +139,46 @@ async def test_sqlite_locked_database_is_a_sink_error(tmp_path: Path) -> None:
             with pytest.raises(SinkError) as exc:
                 await sink.deliver(orders(1)[0])
             assert_one_line(exc)
+            # rolled back ("database is locked") or never taken: not written
+            assert (exc.value.definite, exc.value.permanent) == (True, False), str(exc.value)
+            assert await sink.contains("s1.0") is False  # reads do not wait for the writer
         finally:
             other.execute("ROLLBACK")
             other.close()
         await sink.deliver(orders(1)[0])  # the lock is gone: a retry succeeds
         assert len(sqlite_rows(sink.path)) == 1
+        assert await sink.contains("s1.0") is True
     finally:
         await sink.close()
+
+
+@pytest.mark.fault
+async def test_sqlite_rows_queued_behind_a_locked_batch_are_definitely_not_written(
+    tmp_path: Path,
+) -> None:
+    """A row still waiting when its caller gives up is skipped by the writer."""
+    sink = SQLiteSink(tmp_path / "orders.db", timeout=0.4)
+    await sink.start()
+    other = sqlite3.connect(sink.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        first, second = orders(2)
+        results = await asyncio.gather(
+            sink.deliver(first), sink.deliver(second), return_exceptions=True
+        )
+        assert all(isinstance(r, SinkError) and r.definite for r in results), results
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await sink.close()
+    assert sqlite_rows(sink.path) == []
+
+
+async def test_sqlite_constraint_is_a_refusal(sqlite_sink: SQLiteSink) -> None:
+    with pytest.raises(SinkError) as exc:
+        await sqlite_sink.deliver(Order("s1.x", "s1", "u", 2**70, T0))  # no INTEGER holds it
+    assert (exc.value.definite, exc.value.permanent) == (True, True), str(exc.value)
+    assert await sqlite_sink.contains("s1.x") is False
 
 
 async def test_sqlite_unusable_path_fails_start(tmp_path: Path) -> None:
@@ -287,13 +326,30 @@ async def test_webhook_any_2xx_is_delivered(
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("status", [500, 503, 404, 409, 302, 303])
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [
+        (500, False),
+        (503, False),
+        (408, False),
+        (429, False),
+        (302, False),
+        (303, False),
+        (400, True),
+        (404, True),
+        (409, True),
+        (422, True),
+    ],
+)
 async def test_webhook_other_statuses_are_sink_errors(
-    receiver: Receiver, webhook: WebhookSink, status: int
+    receiver: Receiver, webhook: WebhookSink, status: int, refused: bool
 ) -> None:
+    """A 4xx other than 408/429 is a refusal (definite, permanent); the rest
+    may have been stored: unknown."""
     receiver.status = status
     with pytest.raises(SinkError, match=f"answered {status}") as exc:
         await webhook.deliver(orders(1)[0])
+    assert (exc.value.definite, exc.value.permanent) == (refused, refused)
     message = assert_one_line(exc)
     assert "s1.0" in message and "sig=abc" not in message  # no query string: it may be a secret
     assert len(receiver.requests) == 1  # redirects are not followed
@@ -308,6 +364,7 @@ async def test_webhook_slow_receiver_is_a_sink_error(receiver: Receiver) -> None
         with pytest.raises(SinkError, match=r"did not answer order s1\.0 within 0\.2s") as exc:
             await sink.deliver(orders(1)[0])
         assert_one_line(exc)
+        assert not exc.value.definite  # the request went out: it may be stored
     finally:
         await sink.close()
 
@@ -321,6 +378,7 @@ async def test_webhook_connection_refused_is_a_sink_error() -> None:
         with pytest.raises(SinkError, match=f"127.0.0.1:{port}") as exc:
             await sink.deliver(orders(1)[0])
         assert "hunter2" not in assert_one_line(exc)
+        assert (exc.value.definite, exc.value.permanent) == (True, False)  # never sent
     finally:
         await sink.close()
 
@@ -393,6 +451,53 @@ async def test_postgres_duplicates_are_one_row(pg_url: str, pg_sink: PostgresSin
     first = await pg_fetch(pg_url, "SELECT * FROM orders")
     await asyncio.gather(*(pg_sink.deliver(order) for _ in range(20)))
     assert await pg_fetch(pg_url, "SELECT * FROM orders") == first
+
+
+@pytest.mark.timeout(60)
+async def test_postgres_classifies_failures_and_looks_rows_up(
+    pg_url: str, pg_sink: PostgresSink
+) -> None:
+    order = Order("s1.1", "s1", "alice", 2, T0)
+    assert await pg_sink.contains(order.order_id) is False
+    await pg_sink.deliver(order)
+    assert await pg_sink.contains(order.order_id) is True
+    # a value the column cannot take: refused, nothing written
+    with pytest.raises(SinkError) as exc:
+        await pg_sink.deliver(Order("s1.2", "s1", "bob", 2**40, T0))
+    assert (exc.value.definite, exc.value.permanent) == (True, True), str(exc.value)
+    assert await pg_sink.contains("s1.2") is False
+    # the server refused the statement (no table): definite, not permanent
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("ALTER TABLE orders RENAME TO orders_away")
+        with pytest.raises(SinkError) as exc:
+            await pg_sink.deliver(Order("s1.3", "s1", "carol", 1, T0))
+        assert (exc.value.definite, exc.value.permanent) == (True, False), str(exc.value)
+    finally:
+        await conn.execute("ALTER TABLE orders_away RENAME TO orders")
+        await conn.close()
+
+
+@pytest.mark.timeout(60)
+async def test_checker_reads_a_postgres_sink(
+    pg_url: str, pg_sink: PostgresSink, redis: Redis, scripts: Scripts
+) -> None:
+    """loadtest.check's sink checks work on PostgreSQL too: sink_within_sold
+    fails when the backend holds a unit more than sold."""
+    await scripts.sale_put("pgc", {"stock": 2})
+    await redis.xgroup_create(keys.stream("pgc"), GROUP, id="0", mkstream=True)
+    for user in ("a", "b"):
+        admitted = await scripts.admit("pgc", user, 1)
+        [[_, [(entry_id, _)]]] = await redis.xreadgroup(GROUP, "c", {keys.stream("pgc"): ">"})
+        await pg_sink.deliver(Order(admitted.order_id, "pgc", user, 1, T0))
+        assert await scripts.confirm("pgc", admitted.order_id, GROUP, entry_id)
+    checks = {c.name: c for c in await check_sale(redis, "pgc", sink_url=pg_url)}
+    assert all(c.ok for c in checks.values()), [c.line() for c in checks.values()]
+    assert checks["sink_within_sold"].detail.startswith("the sink holds 2 units in 2 rows")
+    await pg_sink.deliver(Order("pgc.GHOSTGHOSTGHOST0", "pgc", "c", 1, T0))
+    checks = {c.name: c for c in await check_sale(redis, "pgc", sink_url=pg_url)}
+    assert not checks["sink_within_sold"].ok
+    assert "the sink holds 1 unit(s) more than sold" in checks["sink_within_sold"].detail
 
 
 @pytest.mark.timeout(60)

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from seckill.process.embedded import EmbeddedRedis
 from seckill.redis import keys
-from seckill.redis.autopipe import AutoPipeline, encode
+from seckill.redis.autopipe import AutoPipeline, NotSent, encode
 from seckill.redis.client import RedisClients, connect
 from seckill.redis.scripts import Admit, Scripts
 from tests.helpers.gateway import until
@@ -99,6 +100,33 @@ async def test_lost_connection_fails_waiters_and_reconnects(
     assert await pipe.execute("PING") == "PONG"  # a new connection
 
 
+async def test_a_command_failed_before_its_write_is_not_sent(pipe: AutoPipeline) -> None:
+    """Failed with its connection: a command already written may have run
+    (ConnectionError), one still in the buffer did not (NotSent)."""
+    assert await pipe.execute("PING") == "PONG"
+    written = asyncio.ensure_future(pipe.execute("BLPOP", "nothing", 5))
+    await asyncio.sleep(0)  # the flush
+    await asyncio.sleep(0)
+    conn = pipe._conn
+    assert conn is not None and not conn.buffer
+    buffered = pipe.execute("INCR", "never")  # buffered; written at the next loop turn
+    assert conn.buffer
+    conn.fail(ConnectionError("cut"))
+    with pytest.raises(ConnectionError) as lost:
+        await written
+    assert not isinstance(lost.value, NotSent)
+    with pytest.raises(NotSent):
+        await buffered
+    assert await pipe.execute("GET", "never") is None
+
+
+async def test_the_pipeline_reads_redis_clock(pipe: AutoPipeline) -> None:
+    await pipe.execute("PING")
+    seconds, micros = await pipe.execute("TIME")
+    redis_ms = int(seconds) * 1000 + int(micros) / 1000
+    assert abs(pipe.redis_now_ms() - redis_ms) < 50
+
+
 async def test_db_from_the_url(redis: Redis, redis_url: str) -> None:
     base = redis_url.rsplit("/", 1)[0]
     other = connect(f"{base}/3")
@@ -139,13 +167,62 @@ async def test_aclose_while_connecting_lets_go_of_the_socket() -> None:
         await until(arrived, 5, "the client to connect")
         (server_side,) = accepted
         with server_side:
-            await until(lambda: server_side.recv(64, socket.MSG_PEEK), 5, "the AUTH")
+            # not blocking: the client's AUTH is written by this same event loop
+            server_side.setblocking(False)
+
+            def auth_arrived() -> bytes:
+                with contextlib.suppress(BlockingIOError):
+                    return server_side.recv(64, socket.MSG_PEEK)
+                return b""
+
+            await until(auth_arrived, 5, "the AUTH")
             await pipe.aclose()
             with pytest.raises(ConnectionError):
                 await call
             server_side.settimeout(5)
             while server_side.recv(64):  # the AUTH, then EOF: the client closed it
                 pass
+
+
+async def test_an_attempt_that_failed_after_its_callers_left_does_not_fail_the_next() -> None:
+    """A caller gives up on a connection attempt (its own timeout); the attempt
+    later fails by itself (AUTH never answered). The next caller gets an
+    attempt of its own, not the stale failure."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        pipe = AutoPipeline.from_url(f"redis://:secret@127.0.0.1:{port}/0", timeout=0.2)
+        accepted: list[socket.socket] = []
+
+        def arrivals(n: int) -> Callable[[], bool]:
+            def arrived() -> bool:
+                with contextlib.suppress(BlockingIOError):
+                    accepted.append(listener.accept()[0])
+                return len(accepted) >= n
+
+            return arrived
+
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(pipe.execute("PING"), 0.05)
+            await until(arrivals(1), 5, "the first connection attempt")
+            first = accepted[0]
+            first.setblocking(False)
+
+            def closed_by_client() -> bool:  # the AUTH, then EOF
+                with contextlib.suppress(BlockingIOError):
+                    return first.recv(64) == b""
+                return False
+
+            await until(closed_by_client, 5, "the attempt to fail by itself")
+            second = asyncio.ensure_future(pipe.execute("PING"))
+            await until(arrivals(2), 5, "a second connection attempt")
+            with pytest.raises(NotSent):
+                await second
+        finally:
+            for sock in accepted:
+                sock.close()
+            await pipe.aclose()
 
 
 @pytest.mark.fault

@@ -17,6 +17,7 @@ NAMES = (
     "every_order_final",
     "counts_consistent",
     "sink_exactly_once",
+    "sink_within_sold",
     "crowd_matches_redis",
 )
 

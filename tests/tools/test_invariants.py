@@ -37,6 +37,7 @@ NAMES = [
     "every_order_final",
     "counts_consistent",
     "sink_exactly_once",
+    "sink_within_sold",
 ]
 
 SINK_SCHEMA = """CREATE TABLE orders (
@@ -108,10 +109,15 @@ async def test_a_clean_state_passes_every_check(redis: Redis, state: State) -> N
     assert list(checks) == NAMES
     assert failing(checks) == [], [c.line() for c in checks.values()]
     assert checks["never_oversold"].detail == (
-        "stock_total 10, stock_left 7; 2 queued|confirmed orders hold 3 units"
+        "stock_total 10, stock_left 7; 2 queued|confirmed|undetermined orders hold 3 units"
     )
     assert "the most 2; units hash agrees" in checks["per_user_limit"].detail
-    assert checks["counts_consistent"].detail == "queued 0, confirmed 2, failed 1, cancelled 2"
+    assert checks["counts_consistent"].detail == (
+        "queued 0, confirmed 2, failed 1, cancelled 2, undetermined 0"
+    )
+    assert checks["sink_within_sold"].detail.startswith(
+        "the sink holds 3 units in 2 rows (not cancelled); stock_total − stock_left = 3"
+    )
     # confirmed, then cancelled: in the sink, reported but not a failure
     assert "1 cancelled order(s) also in the sink" in checks["sink_exactly_once"].detail
     assert checks["sink_exactly_once"].line().startswith("PASS sink_exactly_once: 2 confirmed")
@@ -250,8 +256,32 @@ async def test_a_sink_holding_an_order_twice_fails(
     rows = [(state.confirmed[0], SALE, "u1", 2), (state.confirmed[1], SALE, "u2", 1)]
     write_sink(state.sink, [*rows, rows[1]], primary_key=False)
     checks = await run(redis, state)
-    assert failing(checks) == ["sink_exactly_once"]
+    assert failing(checks) == ["sink_exactly_once", "sink_within_sold"]
     assert f"1 order(s) more than once: {state.confirmed[1]}" in checks["sink_exactly_once"].detail
+    assert "the sink holds 1 unit(s) more than sold" in checks["sink_within_sold"].detail
+
+
+async def test_a_sink_holding_more_units_than_sold_fails(
+    redis: Redis, state: State, tmp_path: Path
+) -> None:
+    """The backend got a unit twice (an order released while the sink had it):
+    more units than sold, and one user over the limit."""
+    state.sink = tmp_path / "over.db"
+    write_sink(
+        state.sink,
+        [
+            (state.confirmed[0], SALE, "u1", 2),
+            (state.confirmed[1], SALE, "u2", 1),
+            (state.failed, SALE, "u1", 1),  # released, yet written
+            (state.cancelled_confirmed, SALE, "u5", 1),  # cancelled: left out
+        ],
+    )
+    check = (await run(redis, state))["sink_within_sold"]
+    assert not check.ok
+    assert check.detail.startswith(
+        "the sink holds 1 unit(s) more than sold; 1 user(s) over the limit in the sink:"
+        " u1 holds 3 (the sink holds 4 units in 3 rows (not cancelled)"
+    ), check.detail
 
 
 async def test_a_sink_row_unknown_to_redis_or_failed_or_wrong_fails(
@@ -301,7 +331,10 @@ async def test_thousands_of_orders_are_scanned_in_batches(redis: Redis, scripts:
     assert len(orders) == n
     checks = {c.name: c for c in await check_sale(redis, "big")}
     assert all(c.ok for c in checks.values())
-    assert f"{n} queued|confirmed orders hold {n} units" in checks["never_oversold"].detail
+    assert (
+        f"{n} queued|confirmed|undetermined orders hold {n} units"
+        in checks["never_oversold"].detail
+    )
 
 
 # -- the admin-API view ------------------------------------------------------
@@ -312,7 +345,7 @@ def view(**changes: object) -> dict[str, object]:
         "stock_total": 10,
         "stock_left": 7,
         "per_user_limit": 1,
-        "orders": {"queued": 0, "confirmed": 3, "failed": 1, "cancelled": 0},
+        "orders": {"queued": 0, "confirmed": 3, "failed": 1, "cancelled": 0, "undetermined": 0},
         "backlog": 0,
     }
     return {**base, **changes}
@@ -336,7 +369,15 @@ def test_admin_checks_pass_on_a_consistent_view() -> None:
         ({"stock_left": -1, "stock_total": 2}, "stock_left_nonnegative"),
         ({"stock_left": 6}, "sold_matches_orders"),  # 4 sold, 3 orders of 1 unit
         (
-            {"orders": {"queued": -1, "confirmed": 3, "failed": 0, "cancelled": 0}},
+            {
+                "orders": {
+                    "queued": -1,
+                    "confirmed": 3,
+                    "failed": 0,
+                    "cancelled": 0,
+                    "undetermined": 0,
+                }
+            },
             "counts_nonnegative",
         ),
         ({"backlog": 2}, "backlog_matches_queued"),
@@ -348,7 +389,7 @@ def test_admin_checks_name_the_breach(changes: dict[str, object], name: str) -> 
 
 
 def test_admin_checks_with_a_limit_allow_a_range_and_require_drained() -> None:
-    queued = {"queued": 1, "confirmed": 2, "failed": 0, "cancelled": 0}
+    queued = {"queued": 1, "confirmed": 2, "failed": 0, "cancelled": 0, "undetermined": 0}
     checks = {c.name: c for c in admin_checks(view(per_user_limit=2, orders=queued, backlog=1))}
     assert checks["sold_matches_orders"].ok  # 3 units over 3 orders of 1..2
     assert "allow 3..6" in checks["sold_matches_orders"].detail

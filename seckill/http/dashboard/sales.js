@@ -97,8 +97,13 @@ function renderRow(c, id, view, before, dt, snap, prevSnap) {
   setText(c.delTotal, fmtInt(orders.confirmed || 0) + " confirmed");
   const failed = orders.failed || 0;
   const cancelled = orders.cancelled || 0;
-  setText(c.lost, failed || cancelled ? fmtInt(failed) + " failed · " + fmtInt(cancelled) + " cancelled" : "");
-  c.lost.classList.toggle("bad", failed > 0);
+  const undetermined = orders.undetermined || 0;
+  setText(
+    c.lost,
+    (failed || cancelled ? fmtInt(failed) + " failed · " + fmtInt(cancelled) + " cancelled" : "") +
+      (undetermined ? (failed || cancelled ? " · " : "") + fmtInt(undetermined) + " undetermined (settle)" : ""),
+  );
+  c.lost.classList.toggle("bad", failed > 0 || undetermined > 0);
 
   // refusals by reason: only the buys this gateway could attribute to the sale
   const per = snap ? snap.bySale.get(id) : null;

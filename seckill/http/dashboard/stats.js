@@ -5,6 +5,7 @@
 export const OUTCOMES = [
   "admitted", "sold_out", "limit_reached", "rate_limited", "invalid",
   "unauthenticated", "not_found", "not_active", "unavailable", "overloaded",
+  "outcome_unknown",
 ];
 export const REJECTIONS = OUTCOMES.filter((o) => o !== "admitted");
 
@@ -127,5 +128,6 @@ export function maxBound(cumulative) {
 /** A sale's admitted orders, whatever became of them (GET /admin/v1/sales view). */
 export function ordersTotal(view) {
   const o = view.orders || {};
-  return (o.queued || 0) + (o.confirmed || 0) + (o.failed || 0) + (o.cancelled || 0);
+  return (o.queued || 0) + (o.confirmed || 0) + (o.failed || 0) + (o.cancelled || 0) +
+    (o.undetermined || 0);
 }

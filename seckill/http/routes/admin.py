@@ -13,17 +13,20 @@ from seckill.core.views import admin_view, now_ms, order_view
 from seckill.http import errors
 from seckill.http.auth import check_admin
 from seckill.http.responses import json_response
-from seckill.http.state import ADMIN_TOKEN, RUNTIME
+from seckill.http.state import ADMIN_TOKEN, RUNTIME, SETTINGS
 from seckill.http.validate import ADMIN_BODY_LIMIT, body_as, path_id
 from seckill.redis import keys
 from seckill.redis.events import publish_limits_changed, publish_sale_changed
-from seckill.redis.scripts import Cancel, SalePut
+from seckill.redis.scripts import Cancel, SalePut, Settle
 from seckill.schemas import (
+    MAX_LISTED_ORDERS,
     MAX_LISTED_SALES,
     AdminSaleView,
     LimitsUpdate,
+    OrderList,
     SaleList,
     SaleUpdate,
+    SettleRequest,
     to_builtins,
 )
 from seckill.timefmt import parse_rfc3339
@@ -153,11 +156,89 @@ async def cancel_order(request: web.Request) -> web.Response:
     if sale_id is None:
         raise errors.InvalidRequest("Malformed order_id.")
     rt = request.app[RUNTIME]
-    outcome, order = await rt.scripts.cancel(sale_id, order_id)
+    retention = request.app[SETTINGS].order_retention
+    outcome, order = await rt.scripts.cancel(sale_id, order_id, retention=retention)
     if outcome is Cancel.NOT_FOUND:
         raise errors.OrderNotFound()
     if outcome is Cancel.NOT_CANCELLABLE:
-        raise errors.OrderNotCancellable(f"The order is already {order.get('status')}.")
+        status = order.get("status")
+        if status == "undetermined":
+            raise errors.OrderNotCancellable(
+                "The order is undetermined: settle it (confirm or release) instead."
+            )
+        raise errors.OrderNotCancellable(f"The order is already {status}.")
     rt.cache.changed(sale_id)
     await publish_sale_changed(rt.redis, sale_id)
+    return json_response(order_view(order))
+
+
+def _order_id(request: web.Request) -> tuple[str, str]:
+    """(order id, its sale id) from the path; 400 when malformed."""
+    order_id = request.match_info["order_id"]
+    sale_id = keys.sale_of_order(order_id)
+    if sale_id is None:
+        raise errors.InvalidRequest("Malformed order_id.")
+    return order_id, sale_id
+
+
+@routes.get("/admin/v1/orders")
+async def list_orders(request: web.Request) -> web.Response:
+    """The undetermined orders (``?status=undetermined``, the only status
+    listed), of one sale (``&sale_id=S``) or of every sale."""
+    _admin(request)
+    status = request.query.get("status")
+    if status != "undetermined":
+        raise errors.InvalidRequest("Give ?status=undetermined (the only status this list shows).")
+    sale_id = request.query.get("sale_id")
+    if sale_id is not None and not keys.valid_id(sale_id):
+        raise errors.InvalidRequest("Malformed sale_id.")
+    rt = request.app[RUNTIME]
+    if sale_id is None:
+        members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
+        sale_ids = sorted(members)
+    else:
+        sale_ids = [sale_id]
+    found: list[tuple[str, str]] = []
+    for sid in sale_ids:
+        room = MAX_LISTED_ORDERS + 1 - len(found)  # one more: is the list truncated?
+        if room <= 0:
+            break
+        ids: list[str] = await rt.redis.zrange(keys.undetermined(sid), 0, room - 1)  # type: ignore[assignment]
+        found.extend((sid, oid) for oid in ids)
+    truncated = len(found) > MAX_LISTED_ORDERS
+    found = found[:MAX_LISTED_ORDERS]
+    views = []
+    if found:
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for sid, oid in found:
+                pipe.hgetall(keys.order(sid, oid))
+            hashes: list[dict[str, str]] = await pipe.execute()
+        views = [order_view(h) for h in hashes if h.get("status") == "undetermined"]
+    return json_response(OrderList(views, truncated=truncated))
+
+
+@routes.post("/admin/v1/orders/{order_id}/settle")
+async def settle_order(request: web.Request) -> web.Response:
+    """undetermined -> confirmed (``{"outcome": "confirm"}``) or failed with its
+    units back (``{"outcome": "release"}``)."""
+    _admin(request)
+    order_id, sale_id = _order_id(request)
+    body = await body_as(request, SettleRequest, ADMIN_BODY_LIMIT)
+    rt = request.app[RUNTIME]
+    retention = request.app[SETTINGS].order_retention
+    outcome, order = await rt.scripts.settle(sale_id, order_id, body.outcome, retention=retention)
+    if outcome is Settle.NOT_FOUND:
+        raise errors.OrderNotFound()
+    if outcome is Settle.NOT_UNDETERMINED:
+        raise errors.OrderNotUndetermined(
+            f"The order is {order.get('status')}, not undetermined: nothing to settle."
+        )
+    log.warning(
+        "order %s settled by an operator: %s",
+        order_id,
+        "confirmed" if body.outcome == "confirm" else "released, its stock returned",
+    )
+    if body.outcome == "release":
+        rt.cache.changed(sale_id)
+        await publish_sale_changed(rt.redis, sale_id)
     return json_response(order_view(order))

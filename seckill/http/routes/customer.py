@@ -23,7 +23,7 @@ from seckill.http.state import IDENTIFY, RUNTIME, SETTINGS, Runtime
 from seckill.http.validate import CUSTOMER_BODY_LIMIT, IDEMPOTENCY_KEY_RE, body_as, path_id
 from seckill.redis import keys
 from seckill.redis.scripts import Admit, AdmitResult
-from seckill.schemas import Accepted, BuyRequest, Error, encode
+from seckill.schemas import Accepted, BuyRequest, Error, OutcomeUnknownError, encode
 
 #: the body of a buy without one
 ONE_UNIT = BuyRequest()
@@ -68,6 +68,8 @@ _OUTCOME_OF: dict[str, str] = {
     errors.LimitReached.code: "limit_reached",
     errors.RateLimited.code: "rate_limited",
     errors.Overloaded.code: "overloaded",
+    errors.Unavailable.code: "unavailable",
+    errors.OutcomeUnknown.code: "outcome_unknown",
 }
 
 
@@ -152,8 +154,15 @@ def _answer(
         metrics.count_rate_limited("cluster")
         retry_after = max(1, -(-result.retry_after_ms // 1000))
         return _refusal(429, _RATE_LIMITED, retry_after), "rate_limited"
+    if outcome is Admit.UNKNOWN:
+        return _outcome_unknown(result.order_id), "outcome_unknown"
     if outcome is Admit.OVERLOADED:
         refusal: errors.SeckillError = errors.Overloaded(retry_after=1)
+    elif outcome is Admit.LATE:
+        # the script's answer was lost, and Redis then showed that it did not
+        # admit and never will: "unavailable" is the truth (docs/API.md §4)
+        metrics.REDIS_ERRORS.inc()
+        refusal = errors.Unavailable(retry_after=1)
     elif outcome is Admit.BAD_QUANTITY:
         refusal = errors.InvalidRequest("quantity is over the sale's per_user_limit.")
     else:
@@ -163,6 +172,17 @@ def _answer(
     return response, _OUTCOME_OF[refusal.code]
 
 
+def _outcome_unknown(order_id: str) -> web.Response:
+    """503 ``outcome_unknown``: the buy may have been admitted as *order_id*."""
+    metrics.REDIS_ERRORS.inc()
+    message = (
+        f"Redis did not answer in time: GET /api/v1/orders/{order_id} says whether this "
+        "buy was admitted (200) or not (404, final)."
+    )
+    body = OutcomeUnknownError(errors.OutcomeUnknown.code, message, order_id)  # type: ignore[arg-type]
+    return json_response(body, 503, {"Retry-After": "1"})
+
+
 async def _is_replay(rt: Runtime, sale_id: str, user_id: str, idem: str) -> bool:
     """True when *idem* already maps to an order of this user in this sale.
 
@@ -170,7 +190,11 @@ async def _is_replay(rt: Runtime, sale_id: str, user_id: str, idem: str) -> bool
     the sale sold out, so the local sold-out flag may not answer it: one EXISTS
     here, and admit.lua then replays the order.
     """
-    return bool(await rt.redis.exists(keys.idem(sale_id, user_id, idem)))
+    return bool(
+        await rt.redis.exists(
+            keys.idem(sale_id, user_id, idem), keys.legacy_idem(sale_id, user_id, idem)
+        )
+    )
 
 
 _REFUSALS: dict[Admit, type[errors.SeckillError]] = {

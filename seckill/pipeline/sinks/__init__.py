@@ -25,7 +25,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from seckill.timefmt import format_rfc3339
 
-__all__ = ["Order", "Sink", "SinkError", "sink_from_url"]
+__all__ = ["CheckableSink", "Order", "Sink", "SinkError", "sink_from_url"]
 
 
 #: the ``orders`` table of every database sink (docs/API.md §6), in this order
@@ -44,7 +44,24 @@ class Order:
 
 
 class SinkError(Exception):
-    """Delivery failed (retryable). The message is one line for operators."""
+    """A delivery failed. The message is one line for operators.
+
+    What the failure proves decides what the pipeline may do with the order's
+    stock (docs/API.md §6):
+
+    - ``definite``: this try certainly did not write the order (the request
+      never left, the database refused or rolled back the statement). Only
+      such failures may ever lead to a release of the stock.
+    - ``permanent`` (implies definite): the sink refused the order itself (a
+      webhook 4xx other than 408/429, a constraint): retrying cannot help.
+    - neither: *unknown* — the order may have been written (a timeout or a
+      reset after the request went out, a 5xx, 408, 429). The stock stays held.
+    """
+
+    def __init__(self, message: str, *, definite: bool = False, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.definite = definite or permanent
 
 
 @runtime_checkable
@@ -57,6 +74,18 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Release connections; safe to call twice, or without start()."""
+
+
+@runtime_checkable
+class CheckableSink(Protocol):
+    """A sink that can tell whether an order is written (the database sinks).
+
+    The pipeline asks before it releases an order's stock, and before it
+    parks an order as undetermined: a row that exists means confirmed."""
+
+    async def contains(self, order_id: str) -> bool:
+        """True when *order_id* is in the sink (committed); SinkError when it
+        cannot tell."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -72,7 +101,8 @@ def created_at_text(order: Order) -> str:
     except (ValueError, OverflowError, OSError, TypeError) as exc:
         raise SinkError(
             f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time"
-            f" ({one_line(exc)})"
+            f" ({one_line(exc)})",
+            permanent=True,
         ) from exc
 
 

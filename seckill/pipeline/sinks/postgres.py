@@ -2,6 +2,12 @@
 
 Each delivery is one autocommitted INSERT on a pooled connection: the pool
 (``pool_size`` connections) is what lets concurrent workers write at once.
+
+What a failure proves (:class:`SinkError`): an error the server answered
+(the statement failed, autocommit rolled it back) or a connection refused
+wrote nothing (definite); a constraint or a value the column cannot take is
+a refusal (permanent); a timeout or a lost connection may have written it
+(unknown). :meth:`PostgresSink.contains` looks the row up.
 """
 
 from __future__ import annotations
@@ -44,10 +50,27 @@ ON CONFLICT (order_id) DO NOTHING
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+SELECT_ONE = "SELECT 1 FROM orders WHERE order_id = $1"
+
 # What a failed statement raises: server errors, client-side/pool errors
 # (connection lost, pool closing, a value that does not fit its column),
 # socket errors.
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ValueError, OverflowError)
+#: the statement was refused for what it holds: retrying cannot help
+_REFUSALS = (
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.DataError,
+    ValueError,
+    OverflowError,
+)
+
+_NOT_WRITTEN = (asyncpg.PostgresError, ConnectionRefusedError, *_REFUSALS)
+
+
+def _definite(exc: BaseException) -> bool:
+    """True when *exc* proves the INSERT did not write: the server answered
+    with an error (autocommit rolled it back), or no connection was made."""
+    return isinstance(exc, _NOT_WRITTEN)
 
 
 class PostgresSink:
@@ -96,12 +119,13 @@ class PostgresSink:
     async def deliver(self, order: Order) -> None:
         pool = self._pool
         if pool is None:
-            raise SinkError(f"PostgreSQL sink {self.shown} is not running")
+            raise SinkError(f"PostgreSQL sink {self.shown} is not running", definite=True)
         try:
             created_at = EPOCH + timedelta(milliseconds=order.created_at_ms)
         except (OverflowError, TypeError) as exc:
             raise SinkError(
-                f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time"
+                f"order {order.order_id}: created_at_ms={order.created_at_ms!r} is not a time",
+                permanent=True,
             ) from exc
         args = (order.order_id, order.sale_id, order.user_id, order.quantity, created_at)
         try:
@@ -115,7 +139,21 @@ class PostgresSink:
             ) from None
         except _FAILURES as exc:
             raise SinkError(
-                f"PostgreSQL at {self.shown}: order {order.order_id}: {one_line(exc)}"
+                f"PostgreSQL at {self.shown}: order {order.order_id}: {one_line(exc)}",
+                definite=_definite(exc),
+                permanent=isinstance(exc, _REFUSALS),
+            ) from exc
+
+    async def contains(self, order_id: str) -> bool:
+        pool = self._pool
+        if pool is None:
+            raise SinkError(f"PostgreSQL sink {self.shown} is not running")
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await pool.fetchval(SELECT_ONE, order_id) is not None
+        except (TimeoutError, *_FAILURES) as exc:
+            raise SinkError(
+                f"PostgreSQL at {self.shown}: lookup of order {order_id}: {one_line(exc)}"
             ) from exc
 
     async def close(self) -> None:

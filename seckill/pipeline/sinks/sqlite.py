@@ -17,8 +17,16 @@ Invariant: deliver() returns only after the COMMIT that holds its row (or a
 COMMIT that found the row already there), so "delivered" means durable.
 
 Several gateway processes may share one database file (``--processes N``):
-SQLite lets one writer at a time, the others wait up to ``timeout`` (busy
-timeout) before the delivery fails with SinkError and is retried.
+SQLite lets one writer at a time, the others wait up to half of ``timeout``
+(busy timeout) before the batch is rolled back and its deliveries fail with a
+*definite* SinkError (nothing written; retried).
+
+What a failure proves (:class:`SinkError`): a row still waiting in the queue
+when its caller gives up is never written (the writer skips it): definite. A
+row the writer had taken when its caller gave up may still be committed:
+unknown. A rolled-back batch ("database is locked") is definite; a constraint
+or a value SQLite cannot bind is a refusal (permanent). :meth:`SQLiteSink.contains` reads the
+committed table on a connection of its own.
 """
 
 from __future__ import annotations
@@ -52,8 +60,22 @@ INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
 
+SELECT_ONE = "SELECT 1 FROM orders WHERE order_id = ?"
+#: the busy timeout, as a share of the delivery timeout: a locked database
+#: answers "locked" (definite) before the caller's deadline (unknown).
+BUSY_SHARE = 0.5
+
 Row = tuple[str, str, str, int, str, str]
-Pending = tuple[Row, "asyncio.Future[None]"]
+
+
+class Pending:
+    """A row waiting to be written, the future its caller awaits, and whether
+    the writer has taken it into a batch (from then on it may be committed)."""
+
+    __slots__ = ("done", "row", "taken")
+
+    def __init__(self, row: Row, done: asyncio.Future[None]) -> None:
+        self.row, self.done, self.taken = row, done, False
 
 
 def order_row(order: Order) -> Row:
@@ -90,7 +112,7 @@ class SQLiteSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # timeout = SQLite's busy timeout: how long to wait for another
             # process's write lock before "database is locked".
-            db = await aiosqlite.connect(self.path, timeout=self._timeout)
+            db = await aiosqlite.connect(self.path, timeout=self._timeout * BUSY_SHARE)
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(f"cannot open SQLite database {self.path}: {one_line(exc)}") from exc
         try:
@@ -124,17 +146,39 @@ class SQLiteSink:
 
     async def deliver(self, order: Order) -> None:
         if self._writer is None or self._writer.done() or self._closed:
-            raise SinkError(f"SQLite sink {self.path} is not running")
+            raise SinkError(f"SQLite sink {self.path} is not running", definite=True)
         row = order_row(order)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((row, done))
+        item = Pending(row, done)
+        self._queue.put_nowait(item)
         try:
             async with asyncio.timeout(self._timeout):
                 await done  # a timeout cancels it: the writer then skips or ignores it
         except TimeoutError:
+            # Not yet taken: the writer will skip it (its future is cancelled), so
+            # it is never written. Taken: its batch may still commit.
             raise SinkError(
-                f"SQLite write of order {order.order_id} took over {self._timeout:g}s ({self.path})"
+                f"SQLite write of order {order.order_id} took over {self._timeout:g}s"
+                f" ({self.path}){'' if item.taken else ', not started'}",
+                definite=not item.taken,
             ) from None
+
+    async def contains(self, order_id: str) -> bool:
+        """True when the committed table holds *order_id* (read on a connection
+        of its own: WAL readers see committed rows only and never wait for a writer)."""
+        try:
+            return await asyncio.to_thread(self._contains, order_id)
+        except sqlite3.Error as exc:
+            raise SinkError(
+                f"SQLite lookup of order {order_id} failed ({self.path}): {one_line(exc)}"
+            ) from exc
+
+    def _contains(self, order_id: str) -> bool:
+        db = sqlite3.connect(self.path, timeout=self._timeout)
+        try:
+            return db.execute(SELECT_ONE, (order_id,)).fetchone() is not None
+        finally:
+            db.close()
 
     async def _write_loop(self, db: aiosqlite.Connection) -> None:
         batch: list[Pending] = []
@@ -143,7 +187,8 @@ class SQLiteSink:
             while not stop:
                 item = await self._queue.get()
                 while item is not None:
-                    if not item[1].done():  # its caller may have timed out already
+                    if not item.done.done():  # its caller may have timed out already
+                        item.taken = True
                         batch.append(item)
                     if len(batch) >= self._max_batch or self._queue.empty():
                         break
@@ -159,21 +204,24 @@ class SQLiteSink:
                 item = self._queue.get_nowait()
                 if item is not None:
                     batch.append(item)
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(error)
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(error)
 
     async def _write_batch(self, db: aiosqlite.Connection, batch: list[Pending]) -> None:
         try:
-            await self._commit(db, [row for row, _ in batch])
+            await self._commit(db, [item.row for item in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch, _write_error(self.path, batch, exc))
+            if len(batch) == 1 or _busy(exc):
+                # A locked database fails every row alike, and none was written.
+                for item in batch:
+                    _settle([item], _write_error(self.path, [item], exc))
                 return
             # One bad row must not fail its neighbours: retry them one by one.
             log.warning("SQLite batch of %d failed (%s); retrying one by one", len(batch), exc)
             for item in batch:
-                await self._write_batch(db, [item])
+                if not item.done.done():  # its caller is still waiting
+                    await self._write_batch(db, [item])
             return
         _settle(batch, None)
 
@@ -205,12 +253,29 @@ class SQLiteSink:
 
 
 def _write_error(path: Path, batch: list[Pending], exc: BaseException) -> SinkError:
-    order_id = batch[0][0][0]
-    return SinkError(f"SQLite write of order {order_id} failed ({path}): {one_line(exc)}")
+    """The error of a rolled-back one-row batch: a constraint is a refusal; a
+    locked or busy database never wrote it; anything else may have (unknown)."""
+    order_id = batch[0].row[0]
+    return SinkError(
+        f"SQLite write of order {order_id} failed ({path}): {one_line(exc)}",
+        definite=_busy(exc),
+        permanent=isinstance(exc, _REFUSALS),
+    )
+
+
+#: a constraint, or a value SQLite cannot bind (the statement never ran)
+_REFUSALS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, OverflowError)
+
+
+def _busy(exc: BaseException) -> bool:
+    """True for SQLITE_BUSY / SQLITE_LOCKED: another writer held the lock."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _settle(batch: list[Pending], error: SinkError | None) -> None:
-    for _, done in batch:
+    for item in batch:
+        done = item.done
         if done.done():
             continue
         if error is None:

@@ -3,6 +3,11 @@
 The receiver makes it idempotent: the pipeline may POST the same order again
 (a retry after a timeout whose request did arrive, a re-claimed order), always
 with the same key. One ClientSession, reused for every order (keep-alive).
+
+Failures are classified (see :class:`SinkError`): a 4xx other than 408/429 is
+a refusal (permanent); a connection that could not be made (refused, DNS, TLS
+handshake) never sent the order (definite); anything after the request may
+have gone out — a timeout, a reset, a 5xx, 408, 429, a 3xx — is unknown.
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ import msgspec
 from seckill.pipeline.sinks import Order, SinkError, created_at_text, one_line, safe_url
 
 USER_AGENT = "seckill-order-sink/1"
+#: 4xx answers that do not say the order was refused: retry, outcome unknown.
+RETRYABLE_4XX = frozenset({408, 429})
+
+
+def refused(status: int) -> bool:
+    """True when an HTTP status says the receiver refused the order for good."""
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 def order_body(order: Order) -> bytes:
@@ -55,7 +67,7 @@ class WebhookSink:
     async def deliver(self, order: Order) -> None:
         session = self._session
         if session is None or session.closed:
-            raise SinkError(f"webhook sink {self.shown} is not running")
+            raise SinkError(f"webhook sink {self.shown} is not running", definite=True)
         body = order_body(order)
         headers = {"Content-Type": "application/json", "Idempotency-Key": order.order_id}
         try:
@@ -74,14 +86,20 @@ class WebhookSink:
                 f"webhook {self.shown} did not answer order {order.order_id}"
                 f" within {self._seconds:g}s"
             ) from None
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+            raise SinkError(
+                f"webhook {self.shown} unreachable for order {order.order_id}: {one_line(exc)}",
+                definite=True,
+            ) from exc
+        except aiohttp.ClientError as exc:  # after connecting: it may have been received
             raise SinkError(
                 f"webhook {self.shown} failed for order {order.order_id}: {one_line(exc)}"
             ) from exc
         detail = " ".join(excerpt.split())
         raise SinkError(
             f"webhook {self.shown} answered {status} for order {order.order_id}"
-            + (f": {detail[:120]}" if detail else "")
+            + (f": {detail[:120]}" if detail else ""),
+            permanent=refused(resp.status),
         )
 
     async def close(self) -> None:
