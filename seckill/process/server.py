@@ -148,10 +148,16 @@ def serve(settings: Settings, out: Callable[[str], None]) -> None:
         def announce() -> None:
             out(serving_line(settings, redis_url))
 
-        if settings.processes == 1:
-            uvloop.run(run_app(settings, redis_url, admin_token, announce, server_state=state))
-        else:
-            Supervisor(settings, redis_url, admin_token, state).run(announce)
+        try:
+            if settings.processes == 1:
+                uvloop.run(run_app(settings, redis_url, admin_token, announce, server_state=state))
+            else:
+                Supervisor(settings, redis_url, admin_token, state).run(announce)
+        except Exception:
+            if embedded is None or not embedded.gave_up:
+                raise
+            # a drain without Redis may trip over it: the reason to exit stays the server's
+            log.exception("error while stopping after giving up on the embedded server")
         log.info("stopped")
     finally:
         if embedded is not None:
