@@ -16,9 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 import redis as redis_sync
+from redis.asyncio import Redis
 
 from seckill.process.embedded import MAX_RESTARTS, default_binary
 from seckill.process.procs import alive, children_of, cmdline
+from seckill.redis import keys
 from tests.helpers.api import ADMIN
 from tests.helpers.gateway import Gateway, until
 
@@ -155,6 +157,8 @@ async def test_kill_9_mid_crowd_loses_no_admitted_order(
         gw.wait_ready()
         admitted: dict[str, str] = {}
         statuses: list[int] = []
+        #: user -> the 503's error code, and its order_id for outcome_unknown
+        refused: dict[str, tuple[str, str | None]] = {}
         killed = asyncio.Event()
         victim = server_pid(gw)
         users = iter(range(crowd))
@@ -172,6 +176,8 @@ async def test_kill_9_mid_crowd_loses_no_admitted_order(
                         statuses.append(resp.status)
                         if resp.status == 202:
                             admitted[body["order_id"]] = user
+                        elif resp.status == 503:
+                            refused[user] = (body["error"], body.get("order_id"))
                     if len(admitted) >= 150 and not killed.is_set():
                         killed.set()
                         os.kill(victim, signal.SIGKILL)
@@ -193,7 +199,28 @@ async def test_kill_9_mid_crowd_loses_no_admitted_order(
                 assert resp.status == 200, f"admitted order {order_id} lost"
             resp = await s.get(f"{gw.url}/admin/v1/sales/mc", headers=ADMIN)
             sale = await resp.json()
+            # a 503 is the truth: `unavailable` never became an order, and
+            # `outcome_unknown` is an order exactly when GET finds it
+            unknown_found = set()
+            for user, (error, order_id) in refused.items():
+                assert error in ("unavailable", "outcome_unknown", "overloaded"), error
+                if error == "outcome_unknown":
+                    assert order_id
+                    resp = await s.get(
+                        f"{gw.url}/api/v1/orders/{order_id}", headers={"X-User-Id": user}
+                    )
+                    assert resp.status in (200, 404), resp.status
+                    if resp.status == 200:
+                        unknown_found.add(user)
+        redis = Redis.from_url(gw.redis_url, decode_responses=True)
+        try:
+            holders = set(await redis.hkeys(keys.units("mc")))  # type: ignore[misc]
+        finally:
+            await redis.aclose()
+        assert holders == set(admitted.values()) | unknown_found, {
+            "503 but holding": sorted(holders & {u for u in refused if u not in unknown_found}),
+            "202 but not holding": sorted(set(admitted.values()) - holders),
+        }
         held = sum(n for st, n in sale["orders"].items() if st not in ("cancelled", "failed"))
-        assert stock - sale["stock_left"] == held, sale
-        assert held >= len(admitted), sale
+        assert stock - sale["stock_left"] == held == len(holders), sale
         assert gw.stop() == 0
