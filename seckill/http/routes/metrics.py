@@ -34,11 +34,18 @@ async def get_metrics(request: web.Request) -> web.Response:
         async with rt.redis.pipeline(transaction=False) as pipe:
             for sale_id in sale_ids:
                 # the backlog gauge is n_queued (the hash has no field of its own)
-                pipe.hmget(keys.sale(sale_id), ["stock_left", "stock_total", "n_queued"])
+                pipe.hmget(
+                    keys.sale(sale_id), ["stock_left", "stock_total", "n_queued", "n_undetermined"]
+                )
             rows: list[Any] = await pipe.execute()
-        for sale_id, (left, total, backlog) in zip(sale_ids, rows, strict=True):
+        for sale_id, (left, total, backlog, undetermined) in zip(sale_ids, rows, strict=True):
             if left is not None:
-                sales[sale_id] = {"stock_left": left, "stock_total": total, "backlog": backlog}
+                sales[sale_id] = {
+                    "stock_left": left,
+                    "stock_total": total,
+                    "backlog": backlog,
+                    "undetermined": undetermined,
+                }
     body, content_type = metrics.render(sales, to_builtins(await limits.load(rt.redis)))
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
