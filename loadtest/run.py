@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     view: dict[str, Any] = {}
     with gateway(args, data_dir, out / "gateway.log") as gw:
         say(
-            f"gateway {gw.url} ({args.processes} processes, Redis at {gw.redis_url}), "
+            f"gateway {gw.url} ({args.processes} processes, Redis at {gw.shown_redis_url}), "
             f"data in {_rel(data_dir)}"
         )
         opens = datetime.now(UTC) + timedelta(seconds=args.opens_in)

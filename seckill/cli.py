@@ -17,7 +17,8 @@ from urllib.parse import quote
 import click
 import msgspec
 
-from seckill.process.embedded import EmbeddedError
+from seckill.process.datadir import DataDirError, DataDirLock
+from seckill.process.embedded import EmbeddedError, EmbeddedGaveUp
 from seckill.schemas import (
     MAX_BURST,
     MAX_PER_USER_LIMIT,
@@ -80,6 +81,14 @@ def cli() -> None:
     default=DEFAULTS.data_dir,
     show_default=True,
     help="Where the embedded server keeps its AOF, and the SQLite sink.",
+)
+@option(
+    "redis-fsync",
+    type=click.Choice(["always", "everysec"]),
+    default=DEFAULTS.redis_fsync,
+    show_default=True,
+    help="The embedded server's AOF fsync: always (an order is on disk before its 202) "
+    "or everysec.",
 )
 @option(
     "order-sink",
@@ -159,10 +168,37 @@ def cli() -> None:
     show_default=True,
     help="Seconds before a Redis call counts as failed (503 unavailable).",
 )
+@option(
+    "head-timeout",
+    type=float,
+    default=DEFAULTS.head_timeout,
+    show_default=True,
+    help="Seconds a connection may take to send a whole request head; then it is closed.",
+)
+@option(
+    "keepalive-timeout",
+    type=float,
+    default=DEFAULTS.keepalive_timeout,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@option(
+    "max-connections",
+    type=int,
+    default=DEFAULTS.max_connections,
+    show_default=True,
+    help="Open connections per process; past it a new one gets 503 and is closed.",
+)
+@option(
+    "metrics-token",
+    default=None,
+    help="Bearer token GET /metrics requires (default: /metrics is open).",
+)
 def serve(**flags: Any) -> None:
     """Serve the gateway until SIGTERM/SIGINT."""
     env = os.environ
     try:
+        flags["metrics_token"] = flags["metrics_token"] or None
         settings = Settings(
             **flags,
             admin_token=env.get("SECKILL_ADMIN_TOKEN") or None,
@@ -171,15 +207,25 @@ def serve(**flags: Any) -> None:
         ).validated()
     except ConfigError as exc:
         fail(str(exc))
-    _metrics_dir(settings.data_dir)
+    try:  # before anything in the data dir is touched: a second serve leaves it be
+        lock = DataDirLock(
+            settings.data_dir, shared=settings.redis_url is not None, port=settings.port
+        )
+    except DataDirError as exc:
+        fail(str(exc))
+    _metrics_dir(lock.metrics)
     from seckill.process.server import ServeError, serve
     from seckill.process.worker import configure_logging
 
     configure_logging(settings.log_level)
     try:
         serve(settings, _say)
+    except EmbeddedGaveUp as exc:
+        fail(str(exc), 1)
     except (ServeError, EmbeddedError) as exc:
         fail(str(exc))
+    finally:
+        lock.close()
 
 
 @cli.command()
@@ -234,12 +280,12 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _metrics_dir(data_dir: Path) -> None:
-    """Point prometheus-client's multiprocess mode at a fresh ``<data-dir>/metrics``.
+def _metrics_dir(path: Path) -> None:
+    """Point prometheus-client's multiprocess mode at a fresh *path* (this
+    gateway's, under its lock: see ``seckill.process.datadir``).
 
     Runs before anything imports prometheus_client (``seckill.process`` does), as
     the library picks its storage at import; spawned processes inherit it."""
-    path = data_dir.resolve() / "metrics"
     shutil.rmtree(path, ignore_errors=True)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -217,11 +217,17 @@ class RedisState(Collector):
         backlog = GaugeMetricFamily(
             "seckill_sale_backlog", "Admitted orders not yet delivered, per sale.", labels=["sale"]
         )
+        undetermined = GaugeMetricFamily(
+            "seckill_sale_undetermined",
+            "Orders parked as undetermined (stock held) awaiting an operator, per sale.",
+            labels=["sale"],
+        )
         for sale_id, sale in sorted(self.sales.items()):
             stock.add_metric([sale_id], float(sale.get("stock_left") or 0))
             total.add_metric([sale_id], float(sale.get("stock_total") or 0))
             backlog.add_metric([sale_id], float(sale.get("backlog") or 0))
-        yield from (stock, total, backlog)
+            undetermined.add_metric([sale_id], float(sale.get("undetermined") or 0))
+        yield from (stock, total, backlog, undetermined)
         rate = GaugeMetricFamily(
             "seckill_limit_rate",
             "Token-bucket rate in requests/s; absent = unlimited.",

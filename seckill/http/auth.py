@@ -60,11 +60,17 @@ def identity_for(settings: Settings) -> Identify:
 
 def check_admin(request: web.Request, token: str) -> None:
     """401 unless the request carries ``Authorization: Bearer <token>`` (constant time)."""
+    check_bearer(request, token, "Missing or wrong admin token.")
+
+
+def check_bearer(request: web.Request, token: str, refusal: str) -> None:
+    """401 with *refusal* unless the request carries ``Authorization: Bearer
+    <token>`` (compared in constant time)."""
     given = _bearer(request)
     if given is None or not hmac.compare_digest(
         given.encode("utf-8", "backslashreplace"), token.encode()
     ):
-        raise Unauthenticated("Missing or wrong admin token.")
+        raise Unauthenticated(refusal)
 
 
 def _bearer(request: web.Request) -> str | None:

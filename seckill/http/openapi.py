@@ -273,13 +273,29 @@ def _operations() -> dict[str, dict[str, Json]]:
             )
         },
         "/healthz": public_get(
-            "healthz", "Liveness", {"200": _ok("The process runs.", schemas.Health)}
+            "healthz",
+            "Liveness",
+            {
+                "200": _ok(
+                    "The process runs, and so does its embedded Redis server (if any).",
+                    schemas.Health,
+                ),
+                "503": _error(
+                    "The embedded Redis server is down and being restarted",
+                    "unavailable",
+                    retry_after=True,
+                ),
+            },
         ),
         "/readyz": public_get(
             "readyz",
             "Readiness",
             {
-                "200": _ok("Both Redis clients answer and the order workers run.", schemas.Ready),
+                "200": _ok(
+                    "The embedded server (if any) is up, both Redis clients answer and the "
+                    "order workers run.",
+                    schemas.Ready,
+                ),
                 "503": _error("Not ready", "unavailable", retry_after=True),
             },
         ),
@@ -291,6 +307,7 @@ def _operations() -> dict[str, dict[str, Json]]:
                     "description": "Prometheus text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
+                "401": _error("With --metrics-token: no or wrong bearer token", "unauthenticated"),
                 "503": UNAVAILABLE,
             },
         ),

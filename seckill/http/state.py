@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -73,3 +74,6 @@ SETTINGS = web.AppKey("settings", Settings)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 IDENTIFY: web.AppKey[Identify] = web.AppKey("identify")
 RUNTIME = web.AppKey("runtime", Runtime)
+#: None while the Redis server this gateway runs (the embedded one) is up, else
+#: why not; absent with an external Redis (/healthz, /readyz)
+SERVER_PROBLEM: web.AppKey[Callable[[], str | None]] = web.AppKey("server_problem")

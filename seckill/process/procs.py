@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -86,3 +87,15 @@ def stop_group(proc: subprocess.Popen[Any], sig: int, timeout: float) -> int | N
     if proc.poll() is None:
         proc.wait(10)
     return code
+
+
+def raise_fd_limit(ceiling: int = 1 << 20) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (at most
+    *ceiling* when the hard limit is unlimited); children inherit it. The soft
+    limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = ceiling if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -10,8 +10,10 @@ server is stopped last. Children die with the supervisor (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
+import signal
 import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import uvloop
 
-from seckill.process.embedded import EmbeddedRedis
+from seckill.process.embedded import EmbeddedGaveUp, EmbeddedRedis, ServerState
+from seckill.process.procs import raise_fd_limit
 from seckill.process.supervisor import Supervisor
 from seckill.process.worker import ServeError, run_app
 from seckill.settings import Settings
@@ -93,27 +96,43 @@ def check_redis(url: str, timeout: float) -> None:
 def log_settings(settings: Settings, redis_url: str, generated_token: bool) -> None:
     """One line with the effective configuration, secrets masked."""
     shown = {
-        **{k: v for k, v in vars(settings).items() if k not in ("admin_token", "jwt_secret")},
+        **{
+            k: v
+            for k, v in vars(settings).items()
+            if k not in ("admin_token", "jwt_secret", "metrics_token")
+        },
         "data_dir": str(settings.data_dir),
         "redis_url": redact(redis_url),
         "order_sink": redact(settings.sink_url),
         "admin_token": "generated" if generated_token else "***",
         "jwt_secret": "***" if settings.jwt_secret else None,
+        "metrics_token": "***" if settings.metrics_token else None,
     }
     log.info("config %s", " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
 
 
 def serve(settings: Settings, out: Callable[[str], None]) -> None:
-    """Run the gateway until a stop signal. Raises ServeError/EmbeddedError on bad starts."""
+    """Run the gateway until a stop signal. Raises ServeError/EmbeddedError on
+    bad starts, EmbeddedGaveUp when the embedded server kept dying."""
     check_port_free(settings.host, settings.port)
     embedded: EmbeddedRedis | None = None
+    state: ServerState | None = None
     if settings.redis_url is None:
-        embedded = EmbeddedRedis(settings.data_dir, settings.redis_server)
+        embedded = EmbeddedRedis(
+            settings.data_dir, settings.redis_server, fsync=settings.redis_fsync
+        )
         redis_url = embedded.start()
+        state = embedded.state
     else:
         redis_url = settings.redis_url
     try:
         check_redis(redis_url, settings.redis_timeout)
+        # inherited by the children; logged once the start can no longer fail on
+        # a bad flag (those are one line on stderr, nothing else)
+        log.info("open files limit (RLIMIT_NOFILE soft): %d", raise_fd_limit())
+        if embedded is not None:
+            # giving up = a stop signal to ourselves: drain as on SIGTERM, then exit 1
+            embedded.supervise(lambda reason: os.kill(os.getpid(), signal.SIGTERM))
         admin_token = settings.admin_token
         if admin_token is None:
             admin_token = secrets.token_urlsafe(24)
@@ -129,11 +148,19 @@ def serve(settings: Settings, out: Callable[[str], None]) -> None:
         def announce() -> None:
             out(serving_line(settings, redis_url))
 
-        if settings.processes == 1:
-            uvloop.run(run_app(settings, redis_url, admin_token, announce))
-        else:
-            Supervisor(settings, redis_url, admin_token).run(announce)
+        try:
+            if settings.processes == 1:
+                uvloop.run(run_app(settings, redis_url, admin_token, announce, server_state=state))
+            else:
+                Supervisor(settings, redis_url, admin_token, state).run(announce)
+        except Exception:
+            if embedded is None or not embedded.gave_up:
+                raise
+            # a drain without Redis may trip over it: the reason to exit stays the server's
+            log.exception("error while stopping after giving up on the embedded server")
         log.info("stopped")
     finally:
         if embedded is not None:
             embedded.stop()
+    if embedded is not None and embedded.gave_up:
+        raise EmbeddedGaveUp(embedded.gave_up)

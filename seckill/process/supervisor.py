@@ -23,6 +23,7 @@ from typing import Any
 
 import uvloop
 
+from seckill.process.embedded import ServerState
 from seckill.process.procs import die_with_parent
 from seckill.process.worker import (
     SHUTDOWN_TIMEOUT,
@@ -47,13 +48,21 @@ def _worker_main(
     index: int,
     report: multiprocessing.Queue[Any],
     parent: int,
+    server_state: ServerState | None,
 ) -> None:
     """Entry point of a spawned gateway child."""
     die_with_parent(parent)
     configure_logging(settings.log_level)
     try:
         uvloop.run(
-            run_app(settings, redis_url, admin_token, lambda: report.put(("ready", index)), index)
+            run_app(
+                settings,
+                redis_url,
+                admin_token,
+                lambda: report.put(("ready", index)),
+                index,
+                server_state,
+            )
         )
     except Exception as exc:
         report.put(("error", index, str(exc)))
@@ -61,8 +70,16 @@ def _worker_main(
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, redis_url: str, admin_token: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        admin_token: str,
+        server_state: ServerState | None = None,
+    ) -> None:
         self.settings, self.redis_url, self.admin_token = settings, redis_url, admin_token
+        #: the embedded server's state, shared with every child (None: external Redis)
+        self.server_state = server_state
         self.ctx = multiprocessing.get_context("spawn")
         self.report: multiprocessing.Queue[Any] = self.ctx.Queue()
         self.children: dict[int, multiprocessing.process.BaseProcess] = {}
@@ -72,7 +89,15 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         proc = self.ctx.Process(
             target=_worker_main,
-            args=(self.settings, self.redis_url, self.admin_token, index, self.report, os.getpid()),
+            args=(
+                self.settings,
+                self.redis_url,
+                self.admin_token,
+                index,
+                self.report,
+                os.getpid(),
+                self.server_state,
+            ),
             name=f"seckill-{index}",
             daemon=False,
         )

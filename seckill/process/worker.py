@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from seckill.http.app import create_app
+from seckill.http.state import SERVER_PROBLEM
 from seckill.pipeline.sinks import SinkError
+from seckill.process.connections import ConnectionGuard, GuardedSite
+from seckill.process.embedded import ServerState
 from seckill.settings import Settings
 
 log = logging.getLogger("seckill.server")
@@ -53,25 +58,59 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def connection_cap(settings: Settings) -> int:
+    """--max-connections, lowered to what the open-files limit leaves room for
+    (past it accept() fails with EMFILE and nobody gets an answer)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_connections
+    # Redis pool, auto-pipeline, listener, sink, log and metrics files, the refusals
+    room = soft - settings.redis_pool_size - settings.order_workers - 256
+    cap = max(16, min(settings.max_connections, room))
+    if cap < settings.max_connections:
+        log.warning(
+            "--max-connections %d lowered to %d: the open-files limit is %d",
+            settings.max_connections,
+            cap,
+            soft,
+        )
+    return cap
+
+
 async def run_app(
     settings: Settings,
     redis_url: str,
     admin_token: str,
     ready: Callable[[], None],
     process_index: int = 0,
+    server_state: ServerState | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully."""
     app = create_app(settings, redis_url, admin_token, process_index)
+    if server_state is not None:
+        app[SERVER_PROBLEM] = server_state.problem
+    handler_kwargs: dict[str, Any] = {
+        "access_log": None,
+        "keepalive_timeout": settings.keepalive_timeout,
+    }
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, **handler_kwargs
     )
     try:
         await runner.setup()
     except SinkError as exc:
         await runner.cleanup()
         raise ServeError(f"order sink unusable: {exc}") from None
+    unwatch: Callable[[], None] | None = None
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=4096)
+        assert runner.server is not None
+        guard = ConnectionGuard(
+            runner.server, handler_kwargs, settings.head_timeout, connection_cap(settings)
+        )
+        site = GuardedSite(runner, guard, settings.host, settings.port, backlog=4096)
+        from seckill.process import gauges  # prometheus_client: after serve set its dir
+
+        unwatch = gauges.watch(guard, server_state)
         try:
             await site.start()
         except OSError as exc:
@@ -88,3 +127,5 @@ async def run_app(
         log.info("stopping: answering in-flight requests")
     finally:
         await runner.cleanup()
+        if unwatch is not None:
+            unwatch()

@@ -148,6 +148,11 @@ class _Connection(asyncio.Protocol):
     def flush(self) -> None:
         self.flush_scheduled = False
         if self.buffer and self.transport is not None and not self.closed:
+            if self.transport.is_closing():
+                # closed under us before connection_lost ran: uvloop's write
+                # would raise RuntimeError; nothing of the buffer was sent
+                self.fail(RedisConnectionError("connection to Redis closed"))
+                return
             data = b"".join(self.buffer)
             self.buffer.clear()
             self.transport.write(data)

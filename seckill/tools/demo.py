@@ -365,7 +365,7 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
             gateway.wait_ready(max(1.0, min(deadline, time.monotonic() + 60) - time.monotonic()))
         except LaunchError as exc:
             raise DemoError(str(exc)) from None
-        out(f"  gateway {gateway.url}, Redis at {gateway.redis_url}, data in {data_dir}")
+        out(f"  gateway {gateway.url}, Redis at {gateway.shown_redis_url}, data in {data_dir}")
         try:
             call(
                 gateway.url,

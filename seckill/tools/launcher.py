@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, Self
 
+from seckill.process.embedded import read_password
 from seckill.process.procs import die_with_parent, free_port, stop_group
 from seckill.process.server import SERVING_RE
 from seckill.tools.admin_client import request
@@ -237,14 +238,24 @@ class GatewayProcess(ChildProcess):
         )
 
     @property
+    def shown_redis_url(self) -> str:
+        """The Redis it serves from as its "serving on" line names it (the
+        password masked): for printing. LaunchError before that line is out."""
+        found = SERVING_RE.search(self.output())
+        if found is None:
+            raise LaunchError("the gateway has not said which Redis it uses yet")
+        return found["redis_url"]
+
+    @property
     def redis_url(self) -> str:
-        """The Redis it serves from, as its "serving on" line names it
-        (password masked); LaunchError before that line is out."""
+        """The Redis it serves from, with the embedded server's password from
+        the data dir in place of the mask: for connecting (never print it)."""
         if self._redis_url is None:
-            found = SERVING_RE.search(self.output())
-            if found is None:
-                raise LaunchError("the gateway has not said which Redis it uses yet")
-            self._redis_url = found["redis_url"]
+            url = self.shown_redis_url
+            password = read_password(self.data_dir)
+            if password is not None and ":***@" in url:
+                url = url.replace(":***@", f":{password}@", 1)
+            self._redis_url = url
         return self._redis_url
 
     def ready(self) -> bool:

@@ -113,6 +113,8 @@ async def test_a_slow_webhook_that_stores_the_order_never_gets_it_released(
     assert sorted(webhook.delivered) == ids  # the shop has each once; nothing else
     assert webhook.raw >= 4  # retried over several rounds
     assert await crowd(client, "slow", ["late1", "late2"]) == []  # no unit came back
+    scrape = await (await client.get("/metrics")).text()
+    assert 'seckill_sale_undetermined{sale="slow"} 2.0' in scrape
     # the entries left the stream: nothing pending, nothing kept
     assert (await redis.xpending(keys.stream("slow"), "seckill"))["pending"] == 0
     assert await redis.xlen(keys.stream("slow")) == 0
