@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -184,8 +185,11 @@ class ReplyDropper:
     Redis and run: an answer lost on the way back. New connections work."""
 
     def __init__(self, upstream: str) -> None:
-        host, port = upstream.removeprefix("redis://").split("/")[0].split(":")
-        self.upstream = (host, int(port))
+        parts = urlsplit(upstream)
+        assert parts.hostname and parts.port, upstream
+        self.upstream = (parts.hostname, parts.port)
+        #: the credentials go through the proxy as they are (AUTH is just bytes)
+        self.userinfo = parts.netloc.rpartition("@")[0]
         self.open: list[dict[str, bool]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.Server | None = None
@@ -193,7 +197,8 @@ class ReplyDropper:
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}/0"
+        auth = f"{self.userinfo}@" if self.userinfo else ""
+        return f"redis://{auth}127.0.0.1:{port}/0"
 
     def drop(self) -> None:
         for conn in self.open:
