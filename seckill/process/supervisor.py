@@ -9,6 +9,8 @@ supervisor returns.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -36,7 +38,7 @@ from seckill.settings import Settings
 log = logging.getLogger("seckill.server")
 
 #: seconds for a child to come up.
-START_TIMEOUT = 60.0
+START_TIMEOUT = 45.0
 #: a child that dies this many times within RESTART_WINDOW seconds is not restarted.
 MAX_RESTARTS, RESTART_WINDOW = 5, 60.0
 
@@ -53,6 +55,9 @@ def _worker_main(
     """Entry point of a spawned gateway child."""
     die_with_parent(parent)
     configure_logging(settings.log_level)
+    # SIGUSR1 prints every thread's stack to stderr (the log): the supervisor
+    # sends it to a child that is not ready in time, so the log says where it hangs
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         uvloop.run(
             run_app(
@@ -124,7 +129,17 @@ class Supervisor:
         deadline = time.monotonic() + START_TIMEOUT
         while len(ready) < len(self.children) and not self.stopping:
             if time.monotonic() > deadline:
-                raise ServeError(f"gateway processes not ready after {START_TIMEOUT:.0f}s")
+                late = [i for i in self.children if i not in ready]
+                for index in late:
+                    pid = self.children[index].pid
+                    if pid is not None:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGUSR1)
+                time.sleep(0.5)  # let them write their stacks
+                raise ServeError(
+                    f"gateway process(es) {late} not ready after {START_TIMEOUT:.0f}s"
+                    " (their stacks are in the log above)"
+                )
             try:
                 msg = self.report.get(timeout=0.2)
             except queue.Empty:
