@@ -1,8 +1,11 @@
-"""What the API tests share: the admin token, the view fields, times, the app, a sale."""
+"""What the API tests share: the admin token, the view fields, times, the app, a sale,
+a crowd of buyers and the admin view of a sale."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -41,4 +44,23 @@ async def create_sale(client: TestClient, sale_id: str = "s1", **fields: object)
     body = {"stock": 10, **fields}
     resp = await client.put(f"/admin/v1/sales/{sale_id}", json=body, headers=ADMIN)
     assert resp.status == 201, await resp.text()
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def crowd(client: TestClient, sale: str, users: list[str]) -> list[dict[str, Any]]:  # type: ignore[type-arg]
+    """One buy per user, all at once: the bodies of the 202s (every answer is
+    a 202 or a 409)."""
+
+    async def buy(user: str) -> tuple[int, dict[str, Any]]:
+        resp = await client.post(f"/api/v1/sales/{sale}/orders", headers={"X-User-Id": user})
+        return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(buy(u) for u in users))
+    assert {s for s, _ in answers} <= {202, 409}, answers
+    return [body for status, body in answers if status == 202]
+
+
+async def admin_sale(client: TestClient, sale: str) -> dict[str, Any]:  # type: ignore[type-arg]
+    resp = await client.get(f"/admin/v1/sales/{sale}", headers=ADMIN)
+    assert resp.status == 200
     return await resp.json()  # type: ignore[no-any-return]

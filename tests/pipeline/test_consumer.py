@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill.http.state import RUNTIME
@@ -19,41 +17,10 @@ from seckill.redis import keys
 from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
-from tests.helpers.api import ADMIN, create_sale, make_app
+from tests.helpers.api import ADMIN, admin_sale, create_sale, crowd
 from tests.helpers.gateway import until
 from tests.helpers.webhook import Webhook
-
-Client = TestClient  # type: ignore[type-arg]
-MakeClient = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[Webhook]:
-    hook = await Webhook().start()
-    yield hook
-    await hook.stop()
-
-
-@pytest.fixture
-def make_client(aiohttp_client: Any, settings: Settings, redis: Redis) -> MakeClient:
-    async def make(**changes: Any) -> Client:
-        return await aiohttp_client(make_app(settings.replace(**changes)))  # type: ignore[no-any-return]
-
-    return make
-
-
-async def crowd(client: Client, sale: str, users: list[str]) -> list[dict[str, Any]]:
-    async def buy(user: str) -> tuple[int, dict[str, Any]]:
-        resp = await client.post(f"/api/v1/sales/{sale}/orders", headers={"X-User-Id": user})
-        return resp.status, await resp.json()
-
-    answers = await asyncio.gather(*(buy(u) for u in users))
-    return [body for status, body in answers if status == 202]
-
-
-async def admin_sale(client: Client, sale: str) -> dict[str, Any]:
-    resp = await client.get(f"/admin/v1/sales/{sale}", headers=ADMIN)
-    return await resp.json()  # type: ignore[no-any-return]
+from tests.pipeline.conftest import Client, MakeClient
 
 
 async def confirmed(client: Client, sale: str, n: int) -> bool:

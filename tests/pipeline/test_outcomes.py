@@ -9,12 +9,10 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from seckill.pipeline import consumer
@@ -25,27 +23,10 @@ from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
 from seckill.tools.invariants import check_sale
-from tests.helpers.api import ADMIN, ADMIN_TOKEN, create_sale, make_app
+from tests.helpers.api import ADMIN, ADMIN_TOKEN, admin_sale, create_sale, crowd
 from tests.helpers.gateway import until
 from tests.helpers.webhook import Webhook
-
-Client = TestClient  # type: ignore[type-arg]
-MakeClient = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[Webhook]:
-    hook = await Webhook().start()
-    yield hook
-    await hook.stop()
-
-
-@pytest.fixture
-def make_client(aiohttp_client: Any, settings: Settings, redis: Redis) -> MakeClient:
-    async def make(**changes: Any) -> Client:
-        return await aiohttp_client(make_app(settings.replace(**changes)))  # type: ignore[no-any-return]
-
-    return make
+from tests.pipeline.conftest import Client, MakeClient
 
 
 @pytest.fixture(autouse=True)
@@ -55,22 +36,6 @@ def quick_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(consumer, "RECLAIM_INTERVAL", 0.2)
     monkeypatch.setattr(consumer, "KEEP_INTERVAL", 0.1)
     monkeypatch.setattr(consumer, "ROUND_BACKOFF_BASE", 0.2)
-
-
-async def crowd(client: Client, sale: str, users: list[str]) -> list[dict[str, Any]]:
-    async def buy(user: str) -> tuple[int, dict[str, Any]]:
-        resp = await client.post(f"/api/v1/sales/{sale}/orders", headers={"X-User-Id": user})
-        return resp.status, await resp.json()
-
-    answers = await asyncio.gather(*(buy(u) for u in users))
-    assert {s for s, _ in answers} <= {202, 409}, answers
-    return [body for status, body in answers if status == 202]
-
-
-async def admin_sale(client: Client, sale: str) -> dict[str, Any]:
-    resp = await client.get(f"/admin/v1/sales/{sale}", headers=ADMIN)
-    assert resp.status == 200
-    return await resp.json()  # type: ignore[no-any-return]
 
 
 async def counts(client: Client, sale: str) -> dict[str, int]:
