@@ -26,6 +26,7 @@ import click
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from loadtest import cli
 from seckill.redis.keys import valid_id
 from seckill.tools.invariants import (
     ADMIN_ONLY_NOTE,
@@ -44,8 +45,7 @@ ADMIN_POLL = 0.2
 
 
 def fail(message: str) -> NoReturn:
-    click.echo(f"check: error: {message}", err=True)
-    sys.exit(2)
+    cli.fail("check", message)
 
 
 async def _redis_checks(
@@ -147,15 +147,8 @@ def main(
 
 
 def run() -> None:
-    """Entry point: click's usage errors as one line, exit 2."""
-    try:
-        main.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        fail(exc.format_message())
-    except click.exceptions.Abort:
-        fail("aborted")
+    """Entry point (see :func:`loadtest.cli.run`)."""
+    cli.run(main, "check")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import aiohttp
 import click
@@ -55,6 +55,7 @@ from aiolimiter import AsyncLimiter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from loadtest import cli
 from seckill.process.embedded import EmbeddedError, default_binary
 from seckill.process.procs import children_of, cmdline, free_port
 from seckill.redis import keys
@@ -81,8 +82,7 @@ DELIVERY_RETRIES = "12"
 
 
 def fail(message: str) -> NoReturn:
-    click.echo(f"faults: error: {message}", err=True)
-    sys.exit(2)
+    cli.fail("faults", message)
 
 
 # -- the servers ------------------------------------------------------------------------
@@ -715,24 +715,9 @@ def main(
     sys.exit(0 if all(r.ok for r in results) else 1)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # unwinds through every finally: the servers stop
-
-
 def run() -> None:
-    """Entry point: usage errors as one line and exit 2; SIGTERM stops like Ctrl-C."""
-    signal.signal(signal.SIGTERM, _terminate)
-    # Ctrl-C stops it even when started where SIGINT is ignored (a background job)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        main.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        fail(exc.format_message())
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("faults: interrupted; every server stopped", err=True)
-        sys.exit(130)
+    """Entry point (see :func:`loadtest.cli.run`)."""
+    cli.run(main, "faults", "interrupted; every server stopped")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import itertools
 import json
 import os
 import random
-import signal
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ import aiohttp
 import click
 from aiolimiter import AsyncLimiter
 
+from loadtest import cli
 from loadtest.bench.sampling import ProcessSampler, loadavg, machine_busy_s, own_cpu_s
 from seckill.tools.launcher import GatewayProcess, LaunchError
 
@@ -80,8 +80,7 @@ OTHERS_SLACK = 0.25
 
 
 def fail(message: str) -> NoReturn:
-    click.echo(f"soak: error: {message}", err=True)
-    sys.exit(2)
+    cli.fail("soak", message)
 
 
 @dataclass
@@ -485,24 +484,9 @@ def main(
     sys.exit(0 if result.flat else 1)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run() -> None:
-    """Entry point: usage errors as one line and exit 2; SIGTERM stops like Ctrl-C."""
-    signal.signal(signal.SIGTERM, _terminate)
-    # Ctrl-C stops it even when started where SIGINT is ignored (a background job)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        main.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        fail(exc.format_message())
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("soak: interrupted; the gateway is stopped", err=True)
-        sys.exit(130)
+    """Entry point (see :func:`loadtest.cli.run`)."""
+    cli.run(main, "soak", "interrupted; the gateway is stopped")
 
 
 if __name__ == "__main__":
