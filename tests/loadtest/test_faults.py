@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.faults import Tally, judge
+from tests.helpers.cli import ROOT, assert_one_line_error, run_module
 from tests.helpers.gateway import wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SALE = {"stock_total": "10", "stock_left": "7"}
 
@@ -95,14 +94,7 @@ def test_judge_allows_a_ghost_order_only_for_an_unknown_answer() -> None:
 
 
 def faults(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loadtest.faults", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if not k.startswith("SECKILL_")},
-    )
+    return run_module("loadtest.faults", *args, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -116,10 +108,7 @@ def faults(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str) -> None:
     done = faults(*args)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("faults: error: "), done.stderr
-    assert says in lines[0]
+    assert_one_line_error(done, says, tool="faults")
     assert done.stdout == ""
 
 

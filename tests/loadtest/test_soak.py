@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from loadtest.soak import Sample, verdict
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.cli import assert_one_line_error, run_module
 
 
 def samples(rss: list[float], fds: int = 100, p99: float = 20.0) -> list[Sample]:
@@ -75,14 +71,7 @@ def test_too_few_samples() -> None:
 
 
 def soak(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loadtest.soak", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if not k.startswith("SECKILL_")},
-    )
+    return run_module("loadtest.soak", *args, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -95,10 +84,7 @@ def soak(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str) -> None:
     done = soak(*args)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("soak: error: "), done.stderr
-    assert says in lines[0]
+    assert_one_line_error(done, says, tool="soak")
 
 
 @pytest.mark.multiprocess

@@ -8,7 +8,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,26 +18,14 @@ import redis as redis_sync
 
 from seckill.process.procs import alive, children_of, cmdline, free_port
 from tests.helpers.api import ADMIN, ADMIN_TOKEN
+from tests.helpers.cli import assert_one_line_error, run_module
 from tests.helpers.gateway import Gateway, wait_for
 
 pytestmark = pytest.mark.multiprocess
 
 
 def seckill(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "seckill", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("seckill: error: ") and fragment in lines[0], lines[0]
+    return run_module("seckill", *args, env=env, keep_seckill_env=True)
 
 
 @pytest.fixture(scope="module")

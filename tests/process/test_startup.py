@@ -5,11 +5,9 @@ require a bearer token."""
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +15,7 @@ import pytest
 import redis as redis_sync
 
 from seckill.process.procs import children_of, cmdline, free_port
+from tests.helpers.cli import assert_one_line_error, run_module
 from tests.helpers.gateway import Gateway, until
 
 pytestmark = pytest.mark.multiprocess
@@ -37,21 +36,7 @@ async def counted(url: str, headers: dict[str, str] | None = None) -> bool:
 
 
 def seckill(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SECKILL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "seckill", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**clean, **(env or {})},
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("seckill: error: ") and fragment in lines[0], lines[0]
+    return run_module("seckill", *args, env=env)
 
 
 async def test_a_second_serve_leaves_the_running_gateways_data_dir_alone(
