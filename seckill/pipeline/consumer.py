@@ -419,7 +419,7 @@ class Pipeline:
             elif found is False or not isinstance(self.sink, CheckableSink):
                 await self._release(entry, delivery)
             else:  # the lookup failed: not proven, keep the stock
-                await self._defer(entry, 0)
+                await self._defer(entry, 0, start.rounds)
             return
         since = unknown_since if unknown_since is not None else now_ms()
         if delivery is Delivery.REFUSED or now_ms() - since >= self.undetermined_after_ms:
@@ -428,7 +428,7 @@ class Pipeline:
             else:
                 await self._park(entry, since, refused=delivery is Delivery.REFUSED)
             return
-        await self._defer(entry, since)
+        await self._defer(entry, since, start.rounds)
 
     async def _written(self, order: Order) -> bool | None:
         """Whether a sink that can look holds *order*; None when it cannot tell."""
@@ -473,15 +473,13 @@ class Pipeline:
             )
             await self._redis_retry(lambda: self.on_released(entry.sale_id))
 
-    async def _defer(self, entry: Entry, since: int) -> None:
-        """Leave the entry pending, not before a backoff: a later reclaimer pass
-        (or a restart) takes it up again; nothing of it stays in this process."""
+    async def _defer(self, entry: Entry, since: int, rounds: int) -> None:
+        """Leave the entry pending, not before a backoff (from *rounds*, the
+        unknown rounds before this one): a later reclaimer pass (or a restart)
+        takes it up again; nothing of it stays in this process."""
         now = now_ms()
         since = since or now
-        rounds = await self._redis_retry(
-            lambda: self._command("HGET", keys.order(entry.sale_id, entry.order.order_id), "rounds")
-        )
-        delay_ms = int(round_backoff(int(rounds or 0)) * 1000)
+        delay_ms = int(round_backoff(rounds) * 1000)
         # never past the budget: the order is parked on time
         retry_at = min(now + delay_ms, since + self.undetermined_after_ms)
         noted = await self._redis_retry(

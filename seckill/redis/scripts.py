@@ -111,6 +111,8 @@ class DeliveryStart:
     attempts_before: int
     #: True when it is queued and not backing off: a try is due (and counted)
     due: bool
+    #: rounds that ended with an unknown outcome so far (defer.lua counts them)
+    rounds: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +479,7 @@ class Scripts:
             retry_at=int(retry_at) if retry_at else None,
             attempts_before=int(reply[3]),
             due=bool(int(reply[4])),
+            rounds=int(reply[5]),
         )
 
     async def defer(

@@ -144,7 +144,7 @@ async def test_begin_counts_due_tries_only(redis: Redis, scripts: Scripts) -> No
     [(a, ea)] = await admitted(redis, scripts, ["a"])
     first = await scripts.begin(SALE, a, now_ms=T0)
     assert (first.status, first.unknown_since, first.retry_at) == ("queued", None, None)
-    assert (first.attempts_before, first.due) == (0, True)
+    assert (first.attempts_before, first.due, first.rounds) == (0, True, 0)
     assert (await scripts.begin(SALE, a, now_ms=T0)).attempts_before == 1
     await scripts.defer(SALE, a, now_ms=T0, retry_at_ms=T0 + 1000)
     backing_off = await scripts.begin(SALE, a, now_ms=T0 + 999)
@@ -153,6 +153,7 @@ async def test_begin_counts_due_tries_only(redis: Redis, scripts: Scripts) -> No
         T0,
         T0 + 1000,
     )
+    assert backing_off.rounds == 1  # what the next backoff is reckoned from
     assert (await scripts.begin(SALE, a, now_ms=T0 + 1000)).attempts_before == 2  # not counted
     assert await redis.hget(keys.order(SALE, a), "attempts") == "3"
     await scripts.confirm(SALE, a, GROUP, ea)
