@@ -29,7 +29,10 @@ class DataDirError(RuntimeError):
     """The data dir is unusable or in use; one line for the operator."""
 
 
-def _lock(path: Path, exclusive: bool, in_use: str) -> IO[str]:
+def lock_file(path: Path, *, exclusive: bool, in_use: str) -> IO[str]:
+    """An flock on *path* (created, with its directory), taken without waiting;
+    DataDirError(*in_use*) when another process holds it. Closing the file
+    lets it go."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.open("a+")
@@ -49,7 +52,7 @@ class DataDirLock:
     def __init__(self, data_dir: Path, *, shared: bool, port: int) -> None:
         self.dir = data_dir.resolve()
         self._locks = [
-            _lock(
+            lock_file(
                 self.dir / LOCK_FILE,
                 exclusive=not shared,
                 in_use=f"data dir {self.dir} is in use by another running seckill serve"
@@ -60,7 +63,7 @@ class DataDirLock:
             self.metrics = self.dir / "metrics" / f"{socket.gethostname()}-{port}"
             try:
                 self._locks.append(
-                    _lock(
+                    lock_file(
                         self.metrics.with_name(self.metrics.name + ".lock"),
                         exclusive=True,
                         in_use=f"metrics dir {self.metrics} is in use by another running "

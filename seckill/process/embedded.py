@@ -25,7 +25,6 @@ from its command line (which any local user can read in /proc).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -42,6 +41,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from seckill.process.datadir import LOCK_FILE, DataDirError, lock_file
 from seckill.process.procs import die_with_parent, free_port
 
 log = logging.getLogger("seckill.embedded")
@@ -348,21 +348,18 @@ class EmbeddedRedis:
             client.close()
 
     def _take_lock(self) -> None:
-        lock = (self.dir / "seckill.lock").open("a+")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise EmbeddedError(
-                f"data dir {self.dir.parent} is in use by another running seckill serve"
-            ) from None
-        self._lock = lock
+            self._lock = lock_file(
+                self.dir / LOCK_FILE,
+                exclusive=True,
+                in_use=f"data dir {self.dir.parent} is in use by another running seckill serve",
+            )
+        except DataDirError as exc:
+            raise EmbeddedError(str(exc)) from None
 
     def _release_lock(self) -> None:
         if self._lock is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.close()  # lets the flock go
             self._lock = None
 
 

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import redis as redis_sync
 
+from seckill.process.embedded import EmbeddedError, EmbeddedRedis
 from seckill.process.procs import children_of, cmdline, free_port
 from tests.helpers.cli import assert_one_line_error, run_module
 from tests.helpers.gateway import Gateway, until
@@ -166,3 +167,20 @@ async def test_metrics_token_is_required_when_set(tmp_path: Path, redis_url: str
             async with s.get(f"{gw.url}/healthz") as r:  # probes need no token
                 assert r.status == 200
         assert gw.stop() == 0
+
+
+def test_an_embedded_server_refuses_a_data_dir_another_one_runs_on(
+    tmp_path: Path, redis_binary: str | None
+) -> None:
+    """Its own flock (the one lock_file of seckill.process.datadir): a second
+    server on the same files is refused; once the first stops, it starts."""
+    first = EmbeddedRedis(tmp_path, redis_binary)
+    first.start()
+    try:
+        with pytest.raises(EmbeddedError, match="is in use by another running seckill serve"):
+            EmbeddedRedis(tmp_path, redis_binary).start()
+    finally:
+        first.stop()
+    again = EmbeddedRedis(tmp_path, redis_binary)
+    again.start()
+    again.stop()
