@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 AuthMode = Literal["header", "jwt"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+LOG_FORMATS = ("text", "json")
+ROLES = ("all", "gateway", "worker")
 
 
 class ConfigError(ValueError):
@@ -73,6 +75,12 @@ class Settings:
     max_connections: int = 10_000
     #: bearer token GET /metrics requires (None: /metrics is open).
     metrics_token: str | None = field(default=None, repr=False)
+    #: "text" (one human line per record, the default) or "json" (one JSON
+    #: object per line: time, level, logger, message, sale_id/order_id).
+    log_format: str = "text"
+    #: what this process runs: "all" (the default), "gateway" or "worker".
+    #: Parsed and checked only; the behaviour comes with the role split.
+    role: str = "all"
 
     @property
     def sink_url(self) -> str:
@@ -156,6 +164,10 @@ class Settings:
             raise ConfigError(
                 f"SECKILL_LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR, got {self.log_level!r}"
             )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be 'text' or 'json', got {self.log_format!r}")
+        if self.role not in ROLES:
+            raise ConfigError(f"--role must be 'all', 'gateway' or 'worker', got {self.role!r}")
         if self.redis_url is not None:
             scheme = urlsplit(self.redis_url).scheme
             if scheme in ("redis+cluster", "rediss+cluster"):

@@ -143,7 +143,7 @@ def _answer(
     if outcome is Admit.OK or outcome is Admit.REPLAY:
         if result.stock_left == 0:
             # exactly one admission takes the last unit: one log line per sell-out
-            log.info("sale %s sold out", sale_id)
+            log.info("sale %s sold out", sale_id, extra={"sale_id": sale_id})
             rt.cache.mark_sold_out(sale_id, generation)
         return _accepted(sale_id, result), "admitted"
     if outcome is Admit.SOLD_OUT:
