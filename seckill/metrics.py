@@ -56,6 +56,18 @@ BUY_REQUESTS = Counter(
     "Buy requests by outcome and sale ('' when the sale is unknown or not reached).",
     ["sale", "outcome"],
 )
+for _outcome in OUTCOMES:  # from 0, so that rate() counts the first buys too
+    BUY_REQUESTS.labels("", _outcome)
+#: the outcomes a buy of an existing sale can have: their series are made at 0
+#: for every sale with stock left (see prepare_sales)
+SALE_OUTCOMES = (
+    "admitted",
+    "sold_out",
+    "limit_reached",
+    "rate_limited",
+    "not_active",
+    "overloaded",
+)
 BUY_DURATION = Histogram(
     "seckill_buy_duration_seconds",
     "Time to answer a buy request, in the handler.",
@@ -162,6 +174,19 @@ def count_delivery(started: float) -> None:
     """One order delivered to the sink, the try having started at *started*."""
     _delivered[0] += 1
     _delivery_latency.observe(time.perf_counter() - started)
+
+
+def prepare_sales(sale_ids: list[str]) -> None:
+    """Make the buy counters of *sale_ids* (sales with stock left) exist at 0.
+
+    A counter series that first appears with the value N has no earlier
+    sample, so ``rate()`` misses those N buys: the first second of a flash
+    sale, exactly. Made at 0 once a scrape has seen the sale, its series are
+    there before its first buy. Bounded: the sales of ``/metrics`` (at most
+    1000) times SALE_OUTCOMES."""
+    for sale_id in sale_ids:
+        for outcome in SALE_OUTCOMES:
+            BUY_REQUESTS.labels(sale_id, outcome)
 
 
 def add_sampler(sample: Callable[[], None]) -> None:

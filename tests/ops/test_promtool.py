@@ -24,6 +24,8 @@ RULE_FILES = sorted(PROM.glob("*.yml"))
 UNIT_TESTS = sorted((PROM / "tests").glob("*.yml"))
 SEVERITIES = {"critical", "warning"}
 
+pytestmark = pytest.mark.ops
+
 
 @pytest.fixture(scope="module")
 def promtool() -> str:

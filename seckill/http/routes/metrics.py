@@ -84,6 +84,7 @@ async def _sales(redis: Redis) -> dict[str, dict[str, str]]:
             }
             holders[sale_id] = int(n)
     await _drift(redis, sales, holders)
+    metrics.prepare_sales([s for s, sale in sales.items() if sale["stock_left"] not in ("0", "")])
     return sales
 
 
