@@ -182,6 +182,10 @@ def test_services_hpa_pdb_and_scrape_config_fit_the_pods() -> None:
         n for job in scrape["scrape_configs"] for sd in job["dns_sd_configs"] for n in sd["names"]
     }
     assert names == headless
+    # the pods want a metrics token: Prometheus sends one
+    assert "SECKILL_METRICS_TOKEN" in one("Secret", "seckill")["stringData"]
+    for job in scrape["scrape_configs"]:
+        assert job["authorization"]["credentials_file"], job["job_name"]
 
 
 def serve_flags() -> set[str]:

@@ -23,6 +23,7 @@ PROM = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted(PROM.glob("*.yml"))
 UNIT_TESTS = sorted((PROM / "tests").glob("*.yml"))
 SEVERITIES = {"critical", "warning"}
+SHIPPED_TOKEN_FILE = "/etc/prometheus/secrets/seckill-metrics-token"
 
 pytestmark = pytest.mark.ops
 
@@ -58,11 +59,22 @@ def test_the_rule_files_are_what_the_glob_finds() -> None:
     assert len(UNIT_TESTS) >= 2
 
 
-def test_promtool_checks_the_rules_and_the_scrape_config(promtool: str) -> None:
+def test_promtool_checks_the_rules_and_the_scrape_config(promtool: str, tmp_path: Path) -> None:
     out = run(promtool, "check", "rules", *RULE_FILES)
     assert out.count("SUCCESS") == len(RULE_FILES)
-    out = run(promtool, "check", "config", PROM / "scrape" / "prometheus.yml")
-    assert "is valid prometheus config file" in out
+    # the scrape config as shipped, its token file (a Secret on Prometheus's
+    # side) made here, its rule files beside it
+    token = tmp_path / "seckill-metrics-token"
+    token.write_text("a-metrics-token-of-the-operator\n")
+    shipped = (PROM / "scrape" / "prometheus.yml").read_text()
+    assert shipped.count(SHIPPED_TOKEN_FILE) == 2  # both jobs
+    (tmp_path / "scrape").mkdir()
+    config = tmp_path / "scrape" / "prometheus.yml"
+    config.write_text(shipped.replace(SHIPPED_TOKEN_FILE, str(token)))
+    for rules_file in RULE_FILES:
+        shutil.copy(rules_file, tmp_path / rules_file.name)
+    out = run(promtool, "check", "config", config)
+    assert "is valid prometheus config file" in out and out.count("SUCCESS") == 4, out
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
