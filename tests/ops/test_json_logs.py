@@ -5,6 +5,7 @@ with Python's json and with ``jq`` when it is installed."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from seckill.process.logs import JsonFormatter
 from tests.helpers.api import ADMIN
 from tests.helpers.gateway import Gateway, until
 
@@ -102,3 +104,23 @@ def test_text_stays_the_default(redis_url: str, tmp_path: Path) -> None:
         first = log_path.read_text().splitlines()[0]
         assert not first.startswith("{")
         assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO seckill\.", first), first
+
+
+def test_ids_from_extra_or_from_an_order_id_in_the_message() -> None:
+    fmt = JsonFormatter()
+
+    def line(message: str, *args: object, **extra: str) -> dict[str, str]:
+        record = logging.LogRecord(
+            "seckill.pipeline", logging.INFO, __file__, 1, message, args, None
+        )
+        record.__dict__.update(extra)
+        parsed: dict[str, str] = json.loads(fmt.format(record))
+        return parsed
+
+    found = line("order %s: delivery outcome unknown (round %d)", "fl.sh-1.AbCdEfGh_jKlMn-1", 2)
+    assert (found["sale_id"], found["order_id"]) == ("fl.sh-1", "fl.sh-1.AbCdEfGh_jKlMn-1")
+    assert line("sale %s sold out", "s9", sale_id="s9")["sale_id"] == "s9"
+    assert "order_id" not in line("sale %s sold out", "s9", sale_id="s9")
+    # a token that only looks like one inside a longer word is no order id
+    assert "order_id" not in line("x-s1.AbCdEfGhIjKlMnOpQ tail")
+    assert line('quote " and\nnewline')["message"] == 'quote " and\nnewline'
