@@ -194,6 +194,14 @@ def cli() -> None:
     default=None,
     help="Bearer token GET /metrics requires (default: /metrics is open).",
 )
+@option(
+    "role",
+    type=click.Choice(["all", "gateway", "worker"]),
+    default=DEFAULTS.role,
+    show_default=True,
+    help="all: admit and deliver orders; gateway: admit only; worker: deliver only "
+    "(serves /healthz, /readyz and /metrics).",
+)
 def serve(**flags: Any) -> None:
     """Serve the gateway until SIGTERM/SIGINT."""
     env = os.environ

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from seckill.pipeline.consumer import PipelineOptions
 
 AuthMode = Literal["header", "jwt"]
+#: what a ``serve`` process does: admit and deliver, only admit, only deliver
+ROLES = ("all", "gateway", "worker")
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -73,13 +75,25 @@ class Settings:
     max_connections: int = 10_000
     #: bearer token GET /metrics requires (None: /metrics is open).
     metrics_token: str | None = field(default=None, repr=False)
+    #: "all" (admit and deliver), "gateway" (admit only), "worker" (deliver only).
+    role: str = "all"
+
+    @property
+    def admits(self) -> bool:
+        """This process serves the API (role all or gateway)."""
+        return self.role != "worker"
+
+    @property
+    def delivers(self) -> bool:
+        """This process runs the order pipeline (role all or worker)."""
+        return self.role != "gateway"
 
     @property
     def sink_url(self) -> str:
         return self.order_sink or f"sqlite:///{(self.data_dir / 'orders.db').resolve()}"
 
     def pipeline_options(self) -> PipelineOptions:
-        from seckill.pipeline.consumer import PipelineOptions
+        from seckill.pipeline.consumer import MAX_BLOCKING_READS, PipelineOptions
 
         return PipelineOptions(
             workers=self.order_workers,
@@ -89,6 +103,8 @@ class Settings:
             redis_timeout=self.redis_timeout,
             undetermined_after=self.undetermined_after,
             order_retention=self.order_retention,
+            # a blocking read holds a pooled connection: a quarter of the pool at most
+            blocking_reads=max(1, min(MAX_BLOCKING_READS, self.redis_pool_size // 4)),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -167,6 +183,8 @@ class Settings:
                     "--redis-url must start with redis://, rediss:// or unix://, "
                     f"got {self.redis_url!r}"
                 )
+        if self.role not in ROLES:
+            raise ConfigError(f"--role must be all, gateway or worker, got {self.role!r}")
         if self.redis_fsync not in ("always", "everysec"):
             raise ConfigError(
                 f"--redis-fsync must be 'always' or 'everysec', got {self.redis_fsync!r}"

@@ -136,8 +136,11 @@ def serve(settings: Settings, out: Callable[[str], None]) -> None:
         admin_token = settings.admin_token
         if admin_token is None:
             admin_token = secrets.token_urlsafe(24)
-            out(f"seckill: generated admin token (shown once): {admin_token}")
-            log.warning("no SECKILL_ADMIN_TOKEN set: a new admin token is generated at every start")
+            if settings.admits:  # a worker has no admin API
+                out(f"seckill: generated admin token (shown once): {admin_token}")
+                log.warning(
+                    "no SECKILL_ADMIN_TOKEN set: a new admin token is generated at every start"
+                )
         log_settings(settings, redis_url, settings.admin_token is None)
         if settings.auth == "header":
             log.warning(
