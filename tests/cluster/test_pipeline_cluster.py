@@ -1,0 +1,116 @@
+"""The order pipeline and the events on a real local Redis Cluster: classic
+pub/sub reaches a gateway subscribed on another node, and orders of sales on
+every primary are delivered exactly once by two worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from seckill.redis.events import Listener, publish_limits_changed, publish_sale_changed
+from tests.helpers.cluster import LocalCluster
+from tests.helpers.gateway import until
+
+pytestmark = pytest.mark.cluster
+
+
+class Heard:
+    """What one listener (one gateway's) received."""
+
+    def __init__(self) -> None:
+        self.sales: list[str] = []
+        self.limits = 0
+        self.subscribed = 0
+
+    def listener(self, redis: Redis | RedisCluster) -> Listener:
+        async def limits() -> None:
+            self.limits += 1
+
+        async def subscribed() -> None:
+            self.subscribed += 1
+
+        return Listener(
+            redis,
+            on_sale_changed=self.sales.append,
+            on_limits_changed=limits,
+            on_subscribed=subscribed,
+        )
+
+
+@pytest.fixture
+async def cluster(local_cluster: LocalCluster) -> AsyncIterator[LocalCluster]:
+    local_cluster.ensure_running()
+    local_cluster.flush_all()
+    yield local_cluster
+
+
+def node_client(cluster: LocalCluster, index: int) -> Redis:
+    node = cluster.nodes[index]
+    return Redis(host=node.host, port=node.port, decode_responses=True)
+
+
+async def test_a_restock_event_reaches_gateways_subscribed_via_other_nodes(
+    cluster: LocalCluster,
+) -> None:
+    first = cluster.nodes[0]
+    whole = RedisCluster(host=first.host, port=first.port, decode_responses=True)
+    on_node = [node_client(cluster, i) for i in range(3)]
+    # a gateway's listener on each node, and one through the cluster client
+    heard = [Heard() for _ in range(4)]
+    listeners = [h.listener(c) for h, c in zip(heard, [*on_node, whole], strict=True)]
+    tasks = [asyncio.create_task(listener.run()) for listener in listeners]
+    try:
+        await until(
+            lambda: all(lst.subscribed for lst in listeners), 10, "every listener subscribed"
+        )
+        # published on node 0: heard on every node
+        await publish_sale_changed(on_node[0], "restocked")
+        await until(lambda: all(h.sales == ["restocked"] for h in heard), 5, "the event everywhere")
+        # published on node 2, and through the cluster client
+        await publish_limits_changed(on_node[2])
+        await publish_sale_changed(whole, "again")  # type: ignore[arg-type]
+        await until(
+            lambda: all(h.limits == 1 and h.sales == ["restocked", "again"] for h in heard),
+            5,
+            "both events everywhere",
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in on_node:
+            await c.aclose()
+        await whole.aclose()
+
+
+async def test_the_cluster_listener_moves_on_when_its_node_dies(cluster: LocalCluster) -> None:
+    first = cluster.nodes[0]
+    whole = RedisCluster(host=first.host, port=first.port, decode_responses=True)
+    heard = Heard()
+    listener = heard.listener(whole)
+    task = asyncio.create_task(listener.run())
+    publishers = [node_client(cluster, i) for i in range(3)]
+    try:
+        await until(lambda: listener.subscribed, 10, "subscribed")
+        # which node holds the subscription: the one that sees a subscriber
+        counts = [
+            (await p.execute_command("PUBSUB", "NUMSUB", "seckill:events"))[1] for p in publishers
+        ]
+        assert sorted(counts) == [0, 0, 1], counts
+        victim = counts.index(1)
+        cluster.kill(victim)
+        await until(lambda: heard.subscribed >= 2, 15, "subscribed again on another node")
+        alive = next(p for i, p in enumerate(publishers) if i != victim)
+        await publish_sale_changed(alive, "after")
+        await until(lambda: heard.sales == ["after"], 5, "the event after the node's death")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for p in publishers:
+            await p.aclose()
+        await whole.aclose()
+        cluster.ensure_running()
