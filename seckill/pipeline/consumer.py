@@ -73,7 +73,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import metrics
@@ -163,7 +162,7 @@ class PipelineOptions:
     #: seconds a final order hash is kept (0 = forever)
     order_retention: int = 7 * 86_400
     #: one blocking read per stream (True), one multi-stream read (False), or
-    #: per stream exactly when the client is a Redis Cluster client (None)
+    #: per stream exactly in cluster mode (None)
     per_stream: bool | None = None
     #: per-stream mode: blocking reads (each a held connection) at once
     blocking_reads: int = MAX_BLOCKING_READS
@@ -199,9 +198,10 @@ class Pipeline:
         self.queue: asyncio.Queue[Entry] = asyncio.Queue(options.queue_size)
         per_stream = options.per_stream
         if per_stream is None:
-            per_stream = isinstance(self.redis, RedisCluster)
+            per_stream = clients.cluster
         self.per_stream = per_stream
-        self._read_turns = asyncio.Semaphore(max(1, options.blocking_reads))
+        self.blocking_reads = max(1, options.blocking_reads)
+        self._read_turns = asyncio.Semaphore(self.blocking_reads)
         #: per-stream read loops waiting for a turn
         self._waiting_turns = 0
         #: per-stream mode: the read loop of each sale
@@ -229,6 +229,13 @@ class Pipeline:
 
     async def start(self) -> None:
         await self.sink.start()
+        if self.per_stream:
+            log.info(
+                "order reader: one blocking read per stream, at most %d at once",
+                self.blocking_reads,
+            )
+        else:
+            log.info("order reader: one blocking read of every stream")
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="pipeline-reader"),
             asyncio.create_task(self._keep_loop(), name="pipeline-keeper"),

@@ -7,13 +7,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from seckill.pipeline.consumer import GROUP
+from seckill.redis import keys
+from seckill.redis.client import RedisClients
 from seckill.redis.events import Listener, publish_limits_changed, publish_sale_changed
+from tests.helpers.api import ADMIN
 from tests.helpers.cluster import LocalCluster
-from tests.helpers.gateway import until
+from tests.helpers.gateway import Gateway, until
+from tests.helpers.webhook import Webhook
 
 pytestmark = pytest.mark.cluster
 
@@ -114,3 +120,60 @@ async def test_the_cluster_listener_moves_on_when_its_node_dies(cluster: LocalCl
             await p.aclose()
         await whole.aclose()
         cluster.ensure_running()
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[Webhook]:
+    hook = await Webhook().start()
+    yield hook
+    await hook.stop()
+
+
+async def test_orders_on_every_primary_are_delivered_once_by_two_worker_processes(
+    cluster: LocalCluster,
+    cluster_url: str,
+    cluster_clients: RedisClients,
+    sales: list[str],
+    webhook: Webhook,
+) -> None:
+    redis = cluster_clients.redis
+    common = ["--redis-url", cluster_url, "--order-sink", webhook.url]
+    with Gateway("--role", "gateway", *common, name="gw") as gw:
+        await asyncio.to_thread(gw.wait_ready)
+        async with aiohttp.ClientSession() as s:
+            for sale_id in sales:
+                async with s.put(
+                    f"{gw.url}/admin/v1/sales/{sale_id}", json={"stock": 30}, headers=ADMIN
+                ) as resp:
+                    assert resp.status == 201
+
+            async def buy(sale_id: str, user: str) -> str:
+                async with s.post(
+                    f"{gw.url}/api/v1/sales/{sale_id}/orders", headers={"X-User-Id": user}
+                ) as resp:
+                    assert resp.status == 202, await resp.text()
+                    return str((await resp.json())["order_id"])
+
+            wanted = set(
+                await asyncio.gather(*(buy(sale, f"u{i}") for sale in sales for i in range(30)))
+            )
+        assert len(wanted) == 90 and webhook.raw == 0
+        with Gateway("--role", "worker", "--processes", "2", *common, name="workers") as workers:
+            await asyncio.to_thread(workers.wait_ready)
+            await until(lambda: webhook.delivered == wanted, 30, "every order delivered")
+
+            async def nothing_pending() -> bool:
+                for sale_id in sales:
+                    if (await redis.xpending(keys.stream(sale_id), GROUP))["pending"]:
+                        return False
+                return True
+
+            await until(nothing_pending, 10, "every entry acknowledged")
+            assert set(webhook.by_key.values()) == {1}  # exactly once each
+            # both worker processes read every stream, each under its own name
+            for sale_id in sales:
+                consumers = await redis.xinfo_consumers(keys.stream(sale_id), GROUP)
+                assert {c["name"].rsplit(":", 1)[1] for c in consumers} == {"0", "1"}
+            assert workers.output().count("one blocking read per stream, at most 16") == 2
+            assert workers.stop() == 0
+        assert gw.stop() == 0
