@@ -285,14 +285,25 @@ class Pipeline:
     # -- reading ---------------------------------------------------------------
 
     async def _discover(self) -> list[str]:
-        """New sales in the index; their consumer groups exist afterwards."""
+        """New sales in the index; their consumer groups exist afterwards. A
+        sale whose group cannot be made now (its node is down, in a cluster)
+        is left for a later look, without holding up the others."""
         found: set[str] = await self.redis.smembers(keys.SALES_INDEX)  # type: ignore[misc, assignment]
-        new = sorted(found - self.sales)
-        for sale_id in new:
-            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+        new = []
+        for sale_id in sorted(found - self.sales):
+            try:
                 await self.redis.xgroup_create(keys.stream(sale_id), GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # BUSYGROUP: it exists already
+                    log.warning("sale %s: cannot read it yet (%s)", sale_id, one_line(exc))
+                    continue
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                log.warning("sale %s: cannot read it yet (%s)", sale_id, one_line(exc))
+                continue
             self.held.setdefault(sale_id, set())
-        self.sales.update(new)
+            self.sales.add(sale_id)
+            new.append(sale_id)
         return new
 
     async def _read_own_pending(self, sale_id: str) -> None:
@@ -336,11 +347,12 @@ class Pipeline:
             try:
                 if time.monotonic() >= next_discovery:
                     for sale_id in await self._discover():
-                        await self._read_own_pending(sale_id)
-                        if self.per_stream:
+                        if self.per_stream:  # the sale's loop reads its own pending first
                             self._readers[sale_id] = asyncio.create_task(
                                 self._stream_loop(sale_id), name=f"pipeline-reader-{sale_id}"
                             )
+                        else:
+                            await self._read_own_pending(sale_id)
                     next_discovery = time.monotonic() + DISCOVER_INTERVAL
                 if self.per_stream or not self.sales:
                     with contextlib.suppress(TimeoutError):
@@ -374,8 +386,12 @@ class Pipeline:
         """Per-stream mode: read one sale's stream, a blocking read at a time
         within the process's ``blocking_reads`` turns."""
         stream = keys.stream(sale_id)
+        own_pending_read = False
         while not self.stopping:
             try:
+                if not own_pending_read:
+                    await self._read_own_pending(sale_id)
+                    own_pending_read = True
                 self._waiting_turns += 1
                 try:
                     await self._read_turns.acquire()
@@ -439,7 +455,11 @@ class Pipeline:
         for sale_id in sales:
             if self.stopping or self.queue.maxsize - self.queue.qsize() <= 0:
                 break
-            taken += await self._reclaim_stream(sale_id, idle_ms)
+            try:
+                taken += await self._reclaim_stream(sale_id, idle_ms)
+            except (RedisError, OSError) as exc:  # that stream's node: the others go on
+                reraise_if_cancelling()
+                log.warning("order reclaimer, sale %s: Redis error (%s)", sale_id, one_line(exc))
         if taken:
             log.info(
                 "took over %d idle pending order(s): a stopped consumer's, or due for a retry",

@@ -5,6 +5,7 @@ every primary are delivered exactly once by two worker processes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -12,10 +13,13 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from seckill.pipeline.consumer import GROUP
+from seckill.pipeline.consumer import GROUP, Pipeline
+from seckill.pipeline.sinks import sink_from_url
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
 from seckill.redis.events import Listener, publish_limits_changed, publish_sale_changed
+from seckill.redis.scripts import Scripts
+from seckill.settings import Settings
 from tests.helpers.api import ADMIN
 from tests.helpers.cluster import LocalCluster
 from tests.helpers.gateway import Gateway, until
@@ -177,3 +181,82 @@ async def test_orders_on_every_primary_are_delivered_once_by_two_worker_processe
             assert workers.output().count("one blocking read per stream, at most 16") == 2
             assert workers.stop() == 0
         assert gw.stop() == 0
+
+
+async def _noop(sale_id: str) -> None:
+    return None
+
+
+async def admit(redis: Redis, scripts: Scripts, sale_id: str, users: int) -> set[str]:
+    await scripts.sale_put(sale_id, {"stock": users})
+    await redis.sadd(keys.SALES_INDEX, sale_id)
+    return {(await scripts.admit(sale_id, f"u{u}", 1)).order_id for u in range(users)}
+
+
+async def blocked_reads(cluster: LocalCluster) -> int:
+    """Connections blocked in XREADGROUP on every node together."""
+    total = 0
+    for index in range(len(cluster.nodes)):
+        async with node_client(cluster, index) as c:
+            for info in await c.client_list():
+                total += info.get("cmd") == "xreadgroup" and "b" in info.get("flags", "")
+    return total
+
+
+async def test_fifty_sales_on_three_primaries_within_bounded_blocking_reads(
+    cluster: LocalCluster, cluster_clients: RedisClients, settings: Settings, webhook: Webhook
+) -> None:
+    redis, scripts = cluster_clients.redis, Scripts(cluster_clients)
+    wanted: set[str] = set()
+    for n in range(50):
+        wanted |= await admit(redis, scripts, f"f{n}", 4)
+    nodes = {cluster.node_of(keys.stream(f"f{n}")).index for n in range(50)}
+    assert nodes == {0, 1, 2}
+    options = dataclasses.replace(settings.pipeline_options(), blocking_reads=4)
+    sink = sink_from_url(webhook.url, timeout=5)
+    pipeline = Pipeline(cluster_clients, scripts, sink, options, "reader", _noop)
+    await pipeline.start()
+    most = 0
+
+    async def delivered() -> bool:
+        nonlocal most
+        most = max(most, await blocked_reads(cluster))
+        return webhook.delivered == wanted
+
+    try:
+        assert pipeline.per_stream  # cluster mode: one read per stream
+        await until(delivered, 30, "every order of 50 sales delivered")
+        for _ in range(5):  # at rest too, the reads keep within their turns
+            most = max(most, await blocked_reads(cluster))
+    finally:
+        await pipeline.stop()
+    assert set(webhook.by_key.values()) == {1}
+    assert 1 <= most <= 4, most
+
+
+async def test_a_dead_primary_holds_up_only_its_own_sales(
+    cluster: LocalCluster,
+    cluster_clients: RedisClients,
+    settings: Settings,
+    sales: list[str],
+    webhook: Webhook,
+) -> None:
+    redis, scripts = cluster_clients.redis, Scripts(cluster_clients)
+    orders = {sale_id: await admit(redis, scripts, sale_id, 10) for sale_id in sales}
+    cluster.kill(2)  # before the reader ever saw sales[2]
+    sink = sink_from_url(webhook.url, timeout=5)
+    pipeline = Pipeline(
+        cluster_clients, scripts, sink, settings.pipeline_options(), "reader", _noop
+    )
+    await pipeline.start()
+    try:
+        live = orders[sales[0]] | orders[sales[1]]
+        await until(lambda: webhook.delivered == live, 30, "the live primaries' orders")
+        assert not webhook.delivered & orders[sales[2]]
+        await asyncio.to_thread(cluster.restart, 2)
+        everything = live | orders[sales[2]]
+        await until(lambda: webhook.delivered == everything, 30, "the returned primary's orders")
+    finally:
+        await pipeline.stop()
+        cluster.ensure_running()
+    assert set(webhook.by_key.values()) == {1}
