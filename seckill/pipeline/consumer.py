@@ -68,7 +68,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -382,6 +382,19 @@ class Pipeline:
         """Entries to ask for: what the queue has room for, within 1..500."""
         return max(1, min(self.queue.maxsize - self.queue.qsize(), 500))
 
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One of the ``blocking_reads`` turns of per-stream reading."""
+        self._waiting_turns += 1
+        try:
+            await self._read_turns.acquire()
+        finally:
+            self._waiting_turns -= 1
+        try:
+            yield
+        finally:
+            self._read_turns.release()
+
     async def _stream_loop(self, sale_id: str) -> None:
         """Per-stream mode: read one sale's stream, a blocking read at a time
         within the process's ``blocking_reads`` turns."""
@@ -390,21 +403,15 @@ class Pipeline:
         while not self.stopping:
             try:
                 if not own_pending_read:
-                    await self._read_own_pending(sale_id)
+                    async with self._turn():  # a burst of new sales: a few at a time
+                        await self._read_own_pending(sale_id)
                     own_pending_read = True
-                self._waiting_turns += 1
-                try:
-                    await self._read_turns.acquire()
-                finally:
-                    self._waiting_turns -= 1
-                try:
+                async with self._turn():
                     # others waiting for a turn: a short block, then theirs
                     block = ROTATE_BLOCK_MS if self._waiting_turns else self.block_ms
                     reply: Any = await self.redis.xreadgroup(
                         GROUP, self.consumer, {stream: ">"}, count=self._count(), block=block
                     )
-                finally:
-                    self._read_turns.release()
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         if self.stopping:
