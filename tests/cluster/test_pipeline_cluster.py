@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from seckill.pipeline.consumer import GROUP, Pipeline
+from seckill.pipeline.consumer import GROUP, Pipeline, reclaim_lock
 from seckill.pipeline.sinks import sink_from_url
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
@@ -266,3 +266,35 @@ async def test_a_dead_primary_holds_up_only_its_own_sales(
         await pipeline.stop()
         cluster.ensure_running()
     assert set(webhook.by_key.values()) == {1}
+
+
+async def test_the_reclaimer_takes_over_a_dead_consumers_entries_on_every_primary(
+    cluster: LocalCluster,
+    cluster_clients: RedisClients,
+    settings: Settings,
+    sales: list[str],
+    webhook: Webhook,
+) -> None:
+    redis, scripts = cluster_clients.redis, Scripts(cluster_clients)
+    wanted: set[str] = set()
+    for sale_id in sales:
+        wanted |= await admit(redis, scripts, sale_id, 5)
+        await redis.xgroup_create(keys.stream(sale_id), GROUP, id="0")
+        # a process read them and died before delivering
+        await redis.xreadgroup(GROUP, "dead", {keys.stream(sale_id): ">"})
+    sink = sink_from_url(webhook.url, timeout=5)
+    pipeline = Pipeline(cluster_clients, scripts, sink, settings.pipeline_options(), "alive", _noop)
+    await pipeline.start()
+    try:
+        await until(lambda: len(pipeline.sales) == 3, 5, "the sales discovered")
+        # each stream's lock sits on the stream's node; one held elsewhere skips that stream
+        async with redis.lock(reclaim_lock(sales[1]), timeout=5):
+            assert await pipeline.reclaim(idle_ms=0) == 10
+        assert await pipeline.reclaim(idle_ms=0) == 5
+        await until(lambda: webhook.delivered == wanted, 10, "every order delivered")
+    finally:
+        await pipeline.stop()
+    assert set(webhook.by_key.values()) == {1}
+    for index, sale_id in enumerate(sales):
+        assert cluster.node_of(reclaim_lock(sale_id)).index == index
+        assert (await redis.xpending(keys.stream(sale_id), GROUP))["pending"] == 0
