@@ -6,9 +6,9 @@ over the per-user limit, no buy admitted twice."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
-import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
