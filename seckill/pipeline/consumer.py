@@ -320,7 +320,9 @@ class Pipeline:
                 await self._enqueue(sale_id, entry_id, fields)
                 last = entry_id
 
-    async def _enqueue(self, sale_id: str, entry_id: str, fields: dict[str, str] | None) -> None:
+    async def _enqueue(self, sale_id: str, entry_id: str, fields: dict[str, str] | None) -> bool:
+        """Queue an entry (waits while the queue is full); False when it was
+        not queued: malformed (acknowledged), or held here already."""
         try:
             order = Order(
                 order_id=fields["order_id"],  # type: ignore[index]
@@ -332,12 +334,13 @@ class Pipeline:
         except (TypeError, KeyError, ValueError):  # deleted or foreign entry: just ack it
             log.warning("skipping malformed stream entry %s of sale %s", entry_id, sale_id)
             await self.scripts.ack(sale_id, GROUP, entry_id)
-            return
+            return False
         held = self.held.setdefault(sale_id, set())
         if entry_id in held:
-            return
+            return False
         held.add(entry_id)
         await self.queue.put(Entry(sale_id, entry_id, order))
+        return True
 
     async def _read_loop(self) -> None:
         """Discover sales; read them all in one command (or start a read loop
@@ -490,8 +493,8 @@ class Pipeline:
                 )
                 start, entries = claimed[0], claimed[1]
                 for entry_id, fields in entries:
-                    await self._enqueue(sale_id, entry_id, fields)
-                taken += len(entries)
+                    # an entry held here already (idle 0 claims those too) is no takeover
+                    taken += await self._enqueue(sale_id, entry_id, fields)
                 if start in ("0-0", b"0-0"):
                     break
                 await lock.reacquire()  # extend while held
