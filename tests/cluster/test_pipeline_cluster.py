@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from seckill.pipeline.consumer import GROUP, Pipeline, reclaim_lock
 from seckill.pipeline.sinks import sink_from_url
@@ -300,3 +302,71 @@ async def test_the_reclaimer_takes_over_a_dead_consumers_entries_on_every_primar
     for index, sale_id in enumerate(sales):
         assert cluster.node_of(reclaim_lock(sale_id)).index == index
         assert (await redis.xpending(keys.stream(sale_id), GROUP))["pending"] == 0
+
+
+async def test_a_killed_workers_orders_on_every_primary_are_taken_over(
+    cluster: LocalCluster,
+    cluster_url: str,
+    cluster_clients: RedisClients,
+    sales: list[str],
+    webhook: Webhook,
+) -> None:
+    """Worker A reads every order and hangs on its sink; kill -9 of A: worker
+    B takes its orders over on all three primaries within 30 s, each once."""
+    redis = cluster_clients.redis
+    black_hole = await Webhook().start()
+    black_hole.gate = asyncio.Event()
+    base = ["--redis-url", cluster_url, "--delivery-timeout", "60"]
+    try:
+        with (
+            Gateway("--role", "gateway", *base, name="gw") as gw,
+            Gateway("--role", "worker", *base, "--order-sink", black_hole.url, name="a") as a,
+        ):
+            await asyncio.to_thread(gw.wait_ready)
+            await asyncio.to_thread(a.wait_ready)
+            wanted: set[str] = set()
+            async with aiohttp.ClientSession() as s:
+                for sale_id in sales:
+                    async with s.put(
+                        f"{gw.url}/admin/v1/sales/{sale_id}", json={"stock": 10}, headers=ADMIN
+                    ) as resp:
+                        assert resp.status == 201
+                for sale_id in sales:
+                    for i in range(10):
+                        async with s.post(
+                            f"{gw.url}/api/v1/sales/{sale_id}/orders",
+                            headers={"X-User-Id": f"u{i}"},
+                        ) as resp:
+                            assert resp.status == 202
+                            wanted.add((await resp.json())["order_id"])
+
+            async def all_on_a() -> bool:
+                for sale_id in sales:
+                    try:
+                        pending = await redis.xpending(keys.stream(sale_id), GROUP)
+                    except ResponseError:  # NOGROUP: not discovered yet
+                        return False
+                    if pending["pending"] != 10:
+                        return False
+                return True
+
+            await until(all_on_a, 15, "A to hold every order")
+            with Gateway("--role", "worker", *base, "--order-sink", webhook.url, name="b") as b:
+                await asyncio.to_thread(b.wait_ready)
+                a.kill()
+                killed = time.monotonic()
+                await until(lambda: webhook.delivered == wanted, 30, "B to deliver A's orders")
+                print(f"cluster takeover: {time.monotonic() - killed:.1f}s after kill -9")
+
+                async def nothing_pending() -> bool:
+                    for sale_id in sales:
+                        if (await redis.xpending(keys.stream(sale_id), GROUP))["pending"]:
+                            return False
+                    return True
+
+                await until(nothing_pending, 10, "every entry acknowledged")
+                assert set(webhook.by_key.values()) == {1}
+                assert b.stop() == 0
+            assert gw.stop() == 0
+    finally:
+        await black_hole.stop()
