@@ -129,9 +129,7 @@ async def buy(request: web.Request) -> web.Response:
             metrics.REDIS_ERRORS.inc()
             metrics.count_buy("", "unavailable", started)
         return error_answer(request, exc)
-    pipeline = rt.pipeline
-    known = pipeline is not None and sale_id in pipeline.sales
-    metrics.count_buy(sale_id if known else "", outcome, started)
+    metrics.count_buy(sale_id if sale_id in rt.known_sales else "", outcome, started)
     return response
 
 
