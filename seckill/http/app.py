@@ -24,7 +24,7 @@ from seckill.pipeline.sinks import sink_from_url
 from seckill.redis import peers
 from seckill.redis.client import connect
 from seckill.redis.events import Listener, publish_sale_changed
-from seckill.redis.scripts import Scripts
+from seckill.redis.scripts import Scripts, reconcile_forever
 from seckill.settings import Settings
 
 log = logging.getLogger("seckill.app")
@@ -124,12 +124,16 @@ def create_app(
     def flush_metrics(rt: Runtime) -> Coroutine[Any, Any, None]:
         return metrics.flush_forever()
 
+    def reconcile(rt: Runtime) -> Coroutine[Any, Any, None]:
+        return reconcile_forever(rt.redis, rt.scripts)
+
     app.cleanup_ctx.extend(
         [
             runtime_ctx,
             background(listen),
             background(heartbeat),
             background(flush_metrics),
+            background(reconcile),
             pipeline_ctx,
         ]
     )

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seckill.redis import keys
@@ -996,6 +996,27 @@ class Scripts:
         )
         flat = [_str(x) for x in reply[1:]]
         return Settle(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+#: seconds between two passes of the reconciler of every gateway process
+RECONCILE_INTERVAL = 5.0
+#: ms a transfer stays outstanding before the periodic reconciler finishes it
+#: (the buy that started it normally finishes it within milliseconds)
+RECONCILE_MIN_AGE_MS = 2000
+
+
+async def reconcile_forever(redis: Any, scripts: Scripts) -> None:
+    """Every RECONCILE_INTERVAL: :meth:`Scripts.reconcile` every sale with
+    buckets (those whose tags are in the sale index). Idempotent: any number
+    of processes may run it at once."""
+    while True:
+        await asyncio.sleep(RECONCILE_INTERVAL)
+        try:
+            members: set[str] = await redis.smembers(keys.SALES_INDEX)
+            for sale_id in sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)}):
+                await scripts.reconcile(sale_id, min_age_ms=RECONCILE_MIN_AGE_MS)
+        except (RedisError, OSError) as exc:
+            log.warning("reconciler: %s; next pass in %.0f s", exc, RECONCILE_INTERVAL)
 
 
 #: the order counters of a sale (and of each of its buckets)

@@ -92,6 +92,15 @@ async def load_orders(redis: Redis, sale_id: str) -> dict[str, dict[str, str]]:
     return orders
 
 
+async def load_sale_orders(redis: Redis, sale_id: str) -> dict[str, dict[str, str]]:
+    """Every order hash of a sale, from every bucket of a sale with buckets."""
+    tags: str | None = await redis.hget(keys.sale(sale_id), "tags")  # type: ignore[misc, assignment]
+    orders: dict[str, dict[str, str]] = {}
+    for owner in tags.split() if tags else [sale_id]:
+        orders.update(await load_orders(redis, owner))
+    return orders
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -594,6 +603,24 @@ def admin_checks(view: dict[str, Any], *, require_drained: bool = False) -> list
     return checks
 
 
+async def read_summed(redis: Redis, sale_id: str) -> dict[str, str]:
+    """The sale hash ({} when none); for a sale with buckets, with stock_left
+    (pool + buckets, not counting transfers in flight) and the order counters
+    summed over its buckets. For watching a run; the checks use
+    :func:`check_buckets`, which counts everything."""
+    sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
+    if not sale or "buckets" not in sale:
+        return sale
+    fields = ["stock_left", *(f"n_{s}" for s in ORDER_STATUSES)]
+    pipe = redis.pipeline(transaction=False)
+    for tag in sale.get("tags", "").split():
+        pipe.hmget(keys.sale(tag), fields)
+    rows: list[list[str | None]] = await pipe.execute()
+    sums = [sum(_int(row[i]) or 0 for row in rows) for i in range(len(fields))]
+    sums[0] += _int(sale.get("pool")) or 0
+    return {**sale, **{f: str(v) for f, v in zip(fields, sums, strict=True)}}
+
+
 def drained(sale: dict[str, Any]) -> bool:
     """True when a sale hash (or admin view) shows no undelivered order."""
     if "orders" in sale:  # an admin view
@@ -607,7 +634,7 @@ async def wait_drained(redis: Redis, sale_id: str, seconds: float, poll: float =
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:
-        sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
+        sale = await read_summed(redis, sale_id)
         if sale and drained(sale):
             return True
         if loop.time() >= deadline:

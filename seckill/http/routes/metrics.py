@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from seckill import metrics
@@ -28,24 +26,18 @@ async def get_metrics(request: web.Request) -> web.Response:
         check_bearer(request, token, "Missing or wrong metrics token.")
     rt = request.app[RUNTIME]
     members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
-    sale_ids = sorted(members)[:MAX_SALES]
+    # a sale with buckets counts once, its buckets and pool summed (read_sales)
+    sale_ids = sorted(m for m in members if not keys.is_bucket_tag(m))[:MAX_SALES]
     sales: dict[str, dict[str, str]] = {}
-    if sale_ids:
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            for sale_id in sale_ids:
-                # the backlog gauge is n_queued (the hash has no field of its own)
-                pipe.hmget(
-                    keys.sale(sale_id), ["stock_left", "stock_total", "n_queued", "n_undetermined"]
-                )
-            rows: list[Any] = await pipe.execute()
-        for sale_id, (left, total, backlog, undetermined) in zip(sale_ids, rows, strict=True):
-            if left is not None:
-                sales[sale_id] = {
-                    "stock_left": left,
-                    "stock_total": total,
-                    "backlog": backlog,
-                    "undetermined": undetermined,
-                }
+    for sale_id, sale in (await rt.scripts.read_sales(sale_ids)).items():
+        if "stock_left" in sale:
+            # the backlog gauge is n_queued (the hash has no field of its own)
+            sales[sale_id] = {
+                "stock_left": sale["stock_left"],
+                "stock_total": sale.get("stock_total"),  # type: ignore[dict-item]
+                "backlog": sale.get("n_queued"),  # type: ignore[dict-item]
+                "undetermined": sale.get("n_undetermined"),  # type: ignore[dict-item]
+            }
     body, content_type = metrics.render(sales, to_builtins(await limits.load(rt.redis)))
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
