@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from seckill.redis.cluster_url import CLUSTER_SCHEMES, parse_cluster_url
+
 if TYPE_CHECKING:
     from seckill.pipeline.consumer import PipelineOptions
 
@@ -158,14 +160,15 @@ class Settings:
             )
         if self.redis_url is not None:
             scheme = urlsplit(self.redis_url).scheme
-            if scheme in ("redis+cluster", "rediss+cluster"):
+            if scheme in CLUSTER_SCHEMES:
+                try:
+                    parse_cluster_url(self.redis_url)
+                except ValueError as exc:
+                    raise ConfigError(f"--redis-url: {exc}") from None
+            elif scheme not in REDIS_SCHEMES:
                 raise ConfigError(
-                    "Redis Cluster URLs are not supported by this version (see README)"
-                )
-            if scheme not in REDIS_SCHEMES:
-                raise ConfigError(
-                    "--redis-url must start with redis://, rediss:// or unix://, "
-                    f"got {self.redis_url!r}"
+                    "--redis-url must start with redis://, rediss://, unix://, "
+                    f"redis+cluster:// or rediss+cluster://, got {self.redis_url!r}"
                 )
         if self.redis_fsync not in ("always", "everysec"):
             raise ConfigError(

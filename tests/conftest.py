@@ -21,6 +21,7 @@ from seckill.redis.client import RedisClients, connect
 from seckill.redis.scripts import Scripts
 from seckill.settings import Settings
 from tests.helpers.api import ADMIN_TOKEN, make_app
+from tests.helpers.cluster import LocalCluster
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +73,33 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client: object, settings: Settings, redis: Redis) -> TestClient:  # type: ignore[type-arg]
     return await aiohttp_client(make_app(settings))  # type: ignore[operator, no-any-return]
+
+
+@pytest.fixture(scope="session")
+def local_cluster(
+    tmp_path_factory: pytest.TempPathFactory, redis_binary: str | None
+) -> Iterator[LocalCluster]:
+    """A real local Redis Cluster of 3 primaries (tests/helpers/cluster.py), of
+    the session's server binary; started on first use, stopped at the end."""
+    cluster = LocalCluster(3, binary=redis_binary, data_dir=tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url(local_cluster: LocalCluster) -> str:
+    """``redis+cluster://host:port,…`` of the session's local cluster."""
+    return local_cluster.url
+
+
+@pytest.fixture
+async def cluster_clients(local_cluster: LocalCluster) -> AsyncIterator[RedisClients]:
+    """The gateway's clients in cluster mode, every primary running and flushed."""
+    local_cluster.ensure_running()
+    local_cluster.flush_all()
+    made = connect(local_cluster.url)
+    yield made
+    await made.aclose()

@@ -25,6 +25,7 @@ from seckill.process.embedded import EmbeddedGaveUp, EmbeddedRedis, ServerState
 from seckill.process.procs import raise_fd_limit
 from seckill.process.supervisor import Supervisor
 from seckill.process.worker import ServeError, run_app
+from seckill.redis.cluster_url import parse_cluster_url
 from seckill.settings import Settings
 
 __all__ = ["SERVING_RE", "ServeError", "serve", "serving_line"]
@@ -73,22 +74,63 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def check_redis(url: str, timeout: float) -> None:
-    """Exit early when Redis does not answer; warn when it would lose orders."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    """Exit early when Redis does not answer, or is a cluster node reached by a
+    plain URL (or the reverse); warn when it would lose orders."""
+    cluster = parse_cluster_url(url)
+    if cluster is None:
+        _check_node(url, url, timeout, cluster=False)
+        return
+    failures: list[str] = []
+    for host, port in cluster.seeds:  # the first seed that answers speaks for the cluster
+        try:
+            _check_node(cluster.url_of(host, port), url, timeout, cluster=True)
+            return
+        except _Unreachable as exc:
+            failures.append(str(exc))
+    raise ServeError(
+        f"cannot reach any node of the Redis Cluster at {redact(url)}: {'; '.join(failures)}"
+    )
+
+
+class _Unreachable(ServeError):
+    """One node does not answer."""
+
+
+def _check_node(node_url: str, url: str, timeout: float, *, cluster: bool) -> None:
+    client = redis.Redis.from_url(
+        node_url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+    )
     try:
-        client.ping()
+        try:
+            client.ping()
+            enabled = str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+        except (redis.RedisError, OSError) as exc:
+            if cluster:
+                raise _Unreachable(f"{redact(node_url)}: {exc}") from None
+            raise ServeError(f"cannot reach Redis at {redact(url)}: {exc}") from None
+        if enabled and not cluster:
+            raise ServeError(
+                f"Redis at {redact(url)} is a Redis Cluster node (cluster_enabled:1): "
+                "use --redis-url redis+cluster://host:port[,host:port…] (rediss+cluster:// "
+                "for TLS)"
+            )
+        if cluster and not enabled:
+            raise ServeError(
+                f"Redis at {redact(node_url)} is not a cluster node (cluster_enabled:0): "
+                "use --redis-url redis://host:port (rediss:// for TLS)"
+            )
         try:
             aof = str(next(iter(client.config_get("appendonly").values()), ""))
         except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot tell
             aof = ""
+        except (redis.RedisError, OSError) as exc:
+            raise ServeError(f"cannot reach Redis at {redact(url)}: {exc}") from None
         if aof in ("no", "b'no'"):
             log.warning(
                 "Redis at %s runs without AOF (appendonly no): a Redis restart loses the "
                 "orders admitted since its last snapshot",
-                redact(url),
+                redact(node_url),
             )
-    except (redis.RedisError, OSError) as exc:
-        raise ServeError(f"cannot reach Redis at {redact(url)}: {exc}") from None
     finally:
         client.close()
 

@@ -30,7 +30,9 @@ between this host's wall clock and Redis's.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
+import dataclasses
 import socket
 import ssl
 import time
@@ -194,14 +196,103 @@ def endpoint_of(pool: ConnectionPool) -> Endpoint:
     )
 
 
-class AutoPipeline:
-    """Pipelined commands to one Redis, for the request path."""
+class _Node:
+    """One endpoint (the server, or one cluster primary) and its pipelined
+    connection, opened on demand and shared by every caller."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+    __slots__ = ("address", "conn", "connecting", "endpoint")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.address = f"{endpoint.host}:{endpoint.port}"
+        self.conn: _Connection | None = None
+        self.connecting: asyncio.Future[_Connection] | None = None
+
+
+#: redirections (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) one command may follow
+MAX_REDIRECTS = 16
+#: seconds between two tries of a command answered TRYAGAIN or CLUSTERDOWN
+REDIRECT_BACKOFF = 0.02
+#: seconds between two refreshes of the slot map started by lost connections
+REFRESH_INTERVAL = 1.0
+SLOTS = 16384
+
+
+def command_key(args: tuple[Arg, ...]) -> Arg | None:
+    """The key a command is routed by in a cluster: EVALSHA/EVAL by their first
+    key, other commands by their first argument, and None (any node) for
+    keyless ones (PING, TIME, SCRIPT, a script with no keys…)."""
+    name = str(args[0]).upper() if args else ""
+    if name in ("EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO"):
+        return args[3] if len(args) > 3 and int(args[2]) > 0 else None
+    if name in _KEYLESS or len(args) < 2:
+        return None
+    return args[1]
+
+
+_KEYLESS = frozenset(
+    ("PING", "TIME", "ECHO", "INFO", "SCRIPT", "CLUSTER", "FUNCTION", "DBSIZE", "ASKING")
+)
+
+
+def slot_of(key: Arg) -> int:
+    """The cluster slot of *key* (CRC16 of its hash tag, or of the whole key)."""
+    raw = key if isinstance(key, bytes) else str(key).encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return binascii.crc_hqx(raw, 0) % SLOTS
+
+
+def _redirect(message: str) -> tuple[str, int, str] | None:
+    """(kind, slot, "host:port") of a MOVED/ASK reply; (kind, -1, "") of a
+    TRYAGAIN or CLUSTERDOWN; None for any other error. Each of these says the
+    command did not run."""
+    word, _, rest = message.partition(" ")
+    if word in ("MOVED", "ASK"):
+        slot, _, address = rest.partition(" ")
+        return word, int(slot), address.strip()
+    if word in ("TRYAGAIN", "CLUSTERDOWN"):
+        return word, -1, ""
+    return None
+
+
+class AutoPipeline:
+    """Pipelined commands to one Redis, or to every primary of a Redis Cluster,
+    for the request path.
+
+    One server: one connection, every command on it (the cost described at
+    the top of this module). A cluster (*seeds* given): one pipelined
+    connection per primary, and a slot map read from ``CLUSTER SLOTS``; a
+    command goes to the primary serving its key (:func:`command_key`), a
+    keyless one to any primary. A ``MOVED``, ``ASK`` (sent again after
+    ``ASKING`` on the target's connection), ``TRYAGAIN`` or ``CLUSTERDOWN``
+    reply says the command did not run: the map is refreshed and the command
+    sent again, at most :data:`MAX_REDIRECTS` times and within ``timeout``,
+    then it fails with :class:`NotSent`. A lost connection fails its callers
+    exactly as with one server: nothing that may have run is ever re-sent.
+    """
+
+    def __init__(
+        self, endpoint: Endpoint, timeout: float, *, seeds: list[tuple[str, int]] | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._conn: _Connection | None = None
-        self._connecting: asyncio.Future[_Connection] | None = None
+        #: every endpoint, by "host:port" (one, without a cluster)
+        self._nodes: dict[str, _Node] = {}
+        self._single: _Node | None = None
+        #: a cluster: its seed nodes, and the primary serving each slot (None
+        #: until the map is first read)
+        self._seeds: list[_Node] = []
+        self._slots: list[_Node | None] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+        self._refreshed_at = 0.0
+        if seeds:
+            self._seeds = [self._node(host, port) for host, port in seeds]
+        else:
+            self._single = self._node(endpoint.host, endpoint.port)
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
         #: Redis's clock minus this host's monotonic clock, ms; until the first
@@ -209,9 +300,32 @@ class AutoPipeline:
         self._clock_offset_ms = time.time() * 1000.0 - _monotonic_ms()
         self._clock_read_at = 0.0
 
+    @property
+    def cluster(self) -> bool:
+        """True when this pipeline routes by slot across a cluster's primaries."""
+        return self._single is None
+
+    @property
+    def _conn(self) -> _Connection | None:
+        """The connection (one server), or the first open one (a cluster)."""
+        if self._single is not None:
+            return self._single.conn
+        return next((n.conn for n in self._nodes.values() if n.conn is not None), None)
+
+    def _node(self, host: str, port: int) -> _Node:
+        address = f"{host}:{port}"
+        node = self._nodes.get(address)
+        if node is None:
+            node = self._nodes[address] = _Node(
+                dataclasses.replace(self.endpoint, host=host, port=port)
+            )
+        return node
+
     def redis_now_ms(self) -> float:
         """Now, by Redis's clock (ms since the epoch) as last read over this
-        pipeline: off by at most half the round trip of that read, plus drift."""
+        pipeline: off by at most half the round trip of that read, plus drift
+        (in a cluster, the clock of the primary read last: the primaries' clocks
+        are assumed in step, as NTP keeps them)."""
         return _monotonic_ms() + self._clock_offset_ms
 
     def _read_clock(
@@ -233,19 +347,45 @@ class AutoPipeline:
 
     @classmethod
     def from_url(cls, url: str, timeout: float) -> AutoPipeline:
-        """For a URL as redis-py reads it (``redis://``, ``rediss://?ssl_…``, ``unix://``)."""
+        """For a URL as redis-py reads it (``redis://``, ``rediss://?ssl_…``,
+        ``unix://``), or a cluster's (``redis+cluster://h:p,h:p``)."""
+        from seckill.redis.cluster_url import parse_cluster_url
+
+        cluster = parse_cluster_url(url)
+        if cluster is not None:
+            pool = ConnectionPool.from_url(cluster.node_url)
+            return cls(endpoint_of(pool), timeout, seeds=cluster.seeds)
         return cls(endpoint_of(ConnectionPool.from_url(url)), timeout)
 
     def execute(self, *args: Arg) -> Awaitable[Any]:
         """The reply to one command, to await. Connected (the usual case), that is
-        the command's future itself: no coroutine of its own on the hot path."""
-        conn = self._conn
+        the command's future itself: no coroutine of its own on the hot path
+        (in a cluster, a coroutine follows the redirections)."""
+        node = self._single
+        if node is None:
+            return self._routed(args)
+        conn = node.conn
         if conn is None or conn.closed:
-            return self._connect_and_send(args)
+            return self._connect_and_send(node, args)
         return conn.send(encode(args), asyncio.get_running_loop())
 
-    async def _connect_and_send(self, args: tuple[Arg, ...]) -> Any:
-        conn = await self._connect()
+    def execute_for(self, key: Arg, *args: Arg) -> Awaitable[Any]:
+        """Like :meth:`execute`, sent where *key* is served (a keyless command
+        such as ``SCRIPT LOAD`` for one node of a cluster)."""
+        if self._single is None:
+            return self._routed(args, key)
+        return self.execute(*args)
+
+    def address_of(self, key: Arg) -> str:
+        """``host:port`` of the node serving *key* as last known ("" before
+        the slot map is read; the one server's address without a cluster)."""
+        if self._single is not None:
+            return self._single.address
+        node = None if self._slots is None else self._slots[slot_of(key)]
+        return "" if node is None else node.address
+
+    async def _connect_and_send(self, node: _Node, args: tuple[Arg, ...]) -> Any:
+        conn = await self._connect(node)
         return await conn.send(encode(args), asyncio.get_running_loop())
 
     async def aclose(self) -> None:
@@ -257,23 +397,145 @@ class AutoPipeline:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisConnectionError):
-                await self._connecting
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.fail(RedisConnectionError("client closed"))
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refreshing.cancel()
+        lost: list[asyncio.Future[None]] = []
+        for node in list(self._nodes.values()):
+            if node.connecting is not None and not node.connecting.done():
+                node.connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisConnectionError):
+                    await node.connecting
+            conn, node.conn = node.conn, None
+            if conn is not None:
+                conn.fail(RedisConnectionError("client closed"))
+                lost.append(conn.lost)
+        if lost:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(conn.lost), CLOSE_WAIT)
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(*lost)), CLOSE_WAIT)
+
+    # -- a cluster: routing ----------------------------------------------------------
+
+    async def _routed(self, args: tuple[Arg, ...], key: Arg | None = None) -> Any:
+        """One command to the primary serving its key (or *key*), following
+        redirections (each says the command did not run) within ``timeout``."""
+        loop = asyncio.get_running_loop()
+        packed = encode(args)
+        if key is None:
+            key = command_key(args)
+        slot = None if key is None else slot_of(key)
+        give_up = time.monotonic() + self.timeout
+        asking: _Node | None = None
+        last: ResponseError | None = None
+        for _ in range(MAX_REDIRECTS + 1):
+            node = asking or await self._target(slot)
+            conn = node.conn
+            if conn is None or conn.closed:
+                try:
+                    conn = await self._connect(node)
+                except NotSent:
+                    self._refresh_soon()  # a primary gone: a replica may have taken over
+                    raise
+            if asking is not None:
+                _ignore(conn.send(encode(("ASKING",)), loop))  # applies to the next command
+            try:
+                return await conn.send(packed, loop)
+            except ResponseError as exc:
+                redirect = _redirect(str(exc))
+                if redirect is None:
+                    raise
+                last = exc
+            kind, moved_slot, address = redirect
+            asking = None
+            if kind == "MOVED" and self._slots is not None:
+                self._slots[moved_slot] = self._node_at(address, node)
+                self._refresh_soon(at_once=True)
+            elif kind == "ASK":
+                asking = self._node_at(address, node)
+            else:  # TRYAGAIN (keys of a slot half moved), CLUSTERDOWN
+                if kind == "CLUSTERDOWN":
+                    self._refresh_soon(at_once=True)
+                await asyncio.sleep(REDIRECT_BACKOFF)
+            if time.monotonic() > give_up:
+                break
+        raise NotSent(f"Redis Cluster kept redirecting the command: {last}")
+
+    def _node_at(self, address: str, asked: _Node) -> _Node:
+        host, _, port = address.rpartition(":")
+        return self._node(host or asked.endpoint.host, int(port))
+
+    async def _target(self, slot: int | None) -> _Node:
+        """The primary to send to: the one serving *slot*, or any for None."""
+        if self._slots is None:
+            await self._refresh()
+        slots = self._slots
+        assert slots is not None
+        if slot is None:
+            for node in self._nodes.values():  # an open connection first
+                if node.conn is not None and not node.conn.closed:
+                    return node
+            owner = next((n for n in slots if n is not None), None)
+        else:
+            owner = slots[slot]
+        if owner is None:
+            raise NotSent(f"no Redis Cluster primary serves slot {slot}")
+        return owner
+
+    def _refresh_soon(self, *, at_once: bool = False) -> None:
+        """Read the slot map again in the background (at most once a
+        :data:`REFRESH_INTERVAL` unless *at_once*)."""
+        if self._closed or (self._refreshing is not None and not self._refreshing.done()):
+            return
+        if not at_once and time.monotonic() - self._refreshed_at < REFRESH_INTERVAL:
+            return
+        _ignore(self._refresh())
+
+    def _refresh(self) -> asyncio.Future[None]:
+        """Read the slot map (``CLUSTER SLOTS``) from the first primary that
+        answers; one read shared by every caller."""
+        fut = self._refreshing
+        if fut is None or fut.done():
+            fut = self._refreshing = asyncio.ensure_future(self._read_slots())
+        return asyncio.shield(fut)
+
+    async def _read_slots(self) -> None:
+        self._refreshed_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        known = [n for n in self._nodes.values() if n.conn is not None and not n.conn.closed]
+        candidates = [*known, *self._seeds, *self._nodes.values()]
+        errors: list[str] = []
+        seen: set[str] = set()
+        for node in candidates:
+            if node.address in seen:
+                continue
+            seen.add(node.address)
+            try:
+                conn = node.conn
+                if conn is None or conn.closed:
+                    conn = await self._connect(node)
+                reply = await asyncio.wait_for(
+                    conn.send(encode(("CLUSTER", "SLOTS")), loop), self.timeout
+                )
+            except (RedisConnectionError, ResponseError, TimeoutError) as exc:
+                errors.append(f"{node.address}: {exc}")
+                continue
+            slots: list[_Node | None] = [None] * SLOTS
+            for low, high, primary, *_ in reply:
+                host = str(primary[0]) if primary[0] not in ("", "?", None) else node.endpoint.host
+                owner = self._node(host, int(primary[1]))
+                for slot in range(int(low), int(high) + 1):
+                    slots[slot] = owner
+            self._slots = slots
+            self._refreshed_at = time.monotonic()
+            return
+        raise NotSent("cannot read the Redis Cluster slot map: " + "; ".join(errors))
 
     # -- connecting ------------------------------------------------------------
 
-    async def _connect(self) -> _Connection:
-        fut = self._connecting
+    async def _connect(self, node: _Node) -> _Connection:
+        fut = node.connecting
         if fut is None:  # one attempt, shared by every caller
-            fut = self._connecting = asyncio.ensure_future(self._open())
-            fut.add_done_callback(self._attempt_over)
+            fut = node.connecting = asyncio.ensure_future(self._open(node))
+            fut.add_done_callback(lambda done: self._attempt_over(node, done))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -281,19 +543,19 @@ class AutoPipeline:
             # the attempt was cancelled under it, by aclose()
             raise NotSent("client closed") from None
 
-    def _attempt_over(self, fut: asyncio.Future[_Connection]) -> None:
+    def _attempt_over(self, node: _Node, fut: asyncio.Future[_Connection]) -> None:
         """A connection attempt is over, whether anyone still waits for it or
         not: the next caller starts a new one (an attempt that failed after all
         its callers gave up must not fail the next caller too), and its error
         is taken."""
-        if self._connecting is fut:
-            self._connecting = None
+        if node.connecting is fut:
+            node.connecting = None
         if not fut.cancelled():
             fut.exception()
 
-    async def _open(self) -> _Connection:
+    async def _open(self, node: _Node) -> _Connection:
         loop = asyncio.get_running_loop()
-        where = self.endpoint
+        where = node.endpoint
         try:
             if where.path is not None:
                 opening = loop.create_unix_connection(_Connection, where.path)
@@ -328,7 +590,7 @@ class AutoPipeline:
         if self._closed:  # closed while this connection was being opened
             conn.fail(RedisConnectionError("client closed"))
             raise NotSent("client closed")
-        self._conn = conn
+        node.conn = conn
         # not waited for: the first commands go out with the last estimate
         # (this host's wall clock before any), and are not held up by it
         self._read_clock(conn, loop)
@@ -338,7 +600,7 @@ class AutoPipeline:
     # -- timeouts ----------------------------------------------------------------
 
     def _arm_watchdog(self) -> None:
-        if self._watchdog is None:
+        if self._watchdog is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._watchdog = loop.call_later(min(0.25, self.timeout / 4), self._check)
 
@@ -348,13 +610,26 @@ class AutoPipeline:
         One timer per client instead of one per call keeps timeouts off the
         hot path's cost."""
         self._watchdog = None
-        conn = self._conn
-        if conn is not None and not conn.closed and conn.waiters:
-            started, _ = conn.waiters[0]
-            if time.monotonic() - started > self.timeout:
-                conn.fail(RedisTimeoutError(f"Redis did not answer within {self.timeout}s"))
-        if conn is not None and not conn.closed:
+        now = time.monotonic()
+        live: _Connection | None = None
+        for node in self._nodes.values():
+            conn = node.conn
+            if conn is None or conn.closed:
+                continue
+            if conn.waiters:
+                started, _ = conn.waiters[0]
+                if now - started > self.timeout:
+                    conn.fail(RedisTimeoutError(f"Redis did not answer within {self.timeout}s"))
+                    continue
+            live = live or conn
+        if live is not None:
             if _monotonic_ms() - self._clock_read_at > CLOCK_SYNC * 1000:
                 self._clock_read_at = _monotonic_ms()  # one read in flight at a time
-                self._read_clock(conn, asyncio.get_running_loop())
+                self._read_clock(live, asyncio.get_running_loop())
             self._arm_watchdog()
+
+
+def _ignore(fut: Awaitable[Any]) -> None:
+    """Let *fut* run on its own; its outcome (an error included) is not wanted."""
+    task = asyncio.ensure_future(fut)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())

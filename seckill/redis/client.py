@@ -17,18 +17,38 @@ failing past ``max_connections``. Automatic retries are off in both: a
 re-sent EVALSHA of admit.lua after a lost reply could admit the same buy
 twice. A lost reply of admit.lua is settled instead (``Scripts.admit``:
 admitted, never, or 503 ``outcome_unknown``).
+
+Redis Cluster (``redis+cluster://host:port[,host:port…]``, ``rediss+cluster://``):
+``redis`` is redis-py's ``RedisCluster`` (retries off as above; at most
+``pool_size`` commands in flight, the next one waits up to ``timeout`` for
+its turn instead of failing; MOVED/ASK followed by redis-py, which re-sends
+only what did not run), and ``pipe`` the same auto-pipeline, routing by slot
+over one connection per primary. The code is written against
+:data:`RedisClient` (redis-py's ``Redis``): ``RedisCluster`` has the same
+command methods, and what differs (multi-key commands across slots,
+transactions) is not used across slots (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seckill.redis.autopipe import AutoPipeline, endpoint_of
+from seckill.redis.cluster_url import parse_cluster_url
+
+#: The pooled client as the code sees it: redis-py's ``Redis``, or in cluster
+#: mode a ``RedisCluster`` (same command methods; the type checker is told Redis).
+RedisClient: TypeAlias = Redis
 
 #: defaults of ``--redis-pool-size`` and ``--redis-timeout``
 POOL_SIZE, TIMEOUT = 64, 2.0
@@ -36,8 +56,13 @@ POOL_SIZE, TIMEOUT = 64, 2.0
 
 @dataclass(frozen=True, slots=True)
 class RedisClients:
-    redis: Redis
+    redis: RedisClient
     pipe: AutoPipeline
+
+    @property
+    def cluster(self) -> bool:
+        """True in cluster mode (``redis+cluster://``)."""
+        return self.pipe.cluster
 
     async def ping(self) -> None:
         """Both clients answer, or the error of the first that does not."""
@@ -48,11 +73,36 @@ class RedisClients:
         closed by ``Redis.aclose`` alone)."""
         await self.pipe.aclose()
         await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        if not self.cluster:
+            await self.redis.connection_pool.disconnect()
 
 
 def connect(url: str, *, pool_size: int = POOL_SIZE, timeout: float = TIMEOUT) -> RedisClients:
     """The pooled client and the auto-pipeline for *url* (nothing connects yet)."""
+    cluster = parse_cluster_url(url)
+    if cluster is not None:
+        options: dict[str, Any] = dict(parse_url(cluster.node_url))
+        options.pop("host", None)
+        options.pop("port", None)
+        options.pop("db", None)
+        tls = options.pop("connection_class", None) is SSLConnection
+        client = BoundedRedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in cluster.seeds],
+            pool_size=pool_size,
+            wait=timeout,
+            ssl=tls,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            # a dead primary's slots stay down (no replica): the rest still serve
+            require_full_coverage=False,
+            **options,
+        )
+        pipe = AutoPipeline(
+            endpoint_of(ConnectionPool.from_url(cluster.node_url)), timeout, seeds=cluster.seeds
+        )
+        return RedisClients(cast(Redis, client), pipe)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size,
@@ -63,3 +113,68 @@ def connect(url: str, *, pool_size: int = POOL_SIZE, timeout: float = TIMEOUT) -
         retry=Retry(NoBackoff(), 0),
     )
     return RedisClients(Redis(connection_pool=pool), AutoPipeline(endpoint_of(pool), timeout))
+
+
+#: set while a task holds a turn of a BoundedRedisCluster
+_HOLDS_TURN: contextvars.ContextVar[bool] = contextvars.ContextVar("holds_turn", default=False)
+#: connections per node beyond pool_size: pub/sub holds one of its own
+SPARE_CONNECTIONS = 8
+
+
+class BoundedRedisCluster(RedisCluster):
+    """redis-py's ``RedisCluster``, with at most *pool_size* commands (and
+    pipelines) in flight: one more waits up to *wait* seconds for its turn, as
+    with the ``BlockingConnectionPool`` of one server, instead of failing with
+    ``MaxConnectionsError``. Each holds at most one connection per node, so no
+    node ever needs more than *pool_size* connections."""
+
+    def __init__(self, *args: Any, pool_size: int, wait: float, **kwargs: Any) -> None:
+        kwargs["max_connections"] = pool_size + SPARE_CONNECTIONS
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(pool_size)
+        self._wait = wait
+
+    async def take_turn(self) -> bool:
+        """Wait for a turn (False: this task holds one already, e.g. a pipeline
+        sending a redirected command again)."""
+        if _HOLDS_TURN.get():
+            return False
+        if self._turns.locked():
+            try:
+                await asyncio.wait_for(self._turns.acquire(), self._wait)
+            except TimeoutError:
+                raise RedisConnectionError("No connection available.") from None
+        else:
+            await self._turns.acquire()
+        _HOLDS_TURN.set(True)
+        return True
+
+    def end_turn(self, taken: bool) -> None:
+        if taken:
+            _HOLDS_TURN.set(False)
+            self._turns.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        taken = await self.take_turn()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self.end_turn(taken)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)
+        return _BoundedPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _BoundedPipeline(ClusterPipeline):
+    """A cluster pipeline that waits for its turn like a single command."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, BoundedRedisCluster)
+        taken = await client.take_turn()
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        finally:
+            client.end_turn(taken)

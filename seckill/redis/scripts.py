@@ -224,7 +224,7 @@ class Scripts:
         self._ack: AsyncScript = redis.register_script(lua_source("ack"))
         self._settle: AsyncScript = redis.register_script(lua_source("settle"))
         self._keys: dict[str, tuple[str, str, str, str]] = {}
-        #: SCRIPT LOADs in flight, by sha
+        #: SCRIPT LOADs in flight, by sha (and node address, in a cluster)
         self._loading: dict[str, asyncio.Future[Any]] = {}
         self._rates_of: Limits | None = None
         self._rate_args = ("", "")
@@ -468,7 +468,8 @@ class Scripts:
         return self._rate_args
 
     async def _run(self, script: AsyncScript, key_list: list[str], args: list[Any]) -> Any:
-        """EVALSHA through the auto-pipeline; on NOSCRIPT load it and send it again."""
+        """EVALSHA through the auto-pipeline; on NOSCRIPT load it (on the node
+        serving the first key, in a cluster) and send it again."""
         command = ("EVALSHA", script.sha, len(key_list), *key_list, *args)
         try:
             return await self._pipe.execute(*command)
@@ -477,7 +478,7 @@ class Scripts:
                 raise
         # Not run (the server lost its scripts, e.g. a restart): load and send again.
         try:
-            await self._load(script)
+            await self._load(script, key_list[0] if key_list else None)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise NotSent(f"cannot load a script: {exc}") from exc
         return await self._pipe.execute(*command)
@@ -485,18 +486,27 @@ class Scripts:
     def _loaded(self, loading: asyncio.Future[Any]) -> None:
         """A SCRIPT LOAD is over: forget it, and take its error (every caller
         that waited for it may have been cancelled meanwhile)."""
-        self._loading = {sha: f for sha, f in self._loading.items() if f is not loading}
+        self._loading = {k: f for k, f in self._loading.items() if f is not loading}
         if not loading.cancelled():
             loading.exception()
 
-    async def _load(self, script: AsyncScript) -> None:
+    async def _load(self, script: AsyncScript, key: str | None = None) -> None:
         """SCRIPT LOAD *script*, once for every caller that found it missing:
         a crowd arriving at a restarted Redis would otherwise load it once per
-        buy, each on a pooled connection of its own."""
-        loading = self._loading.get(script.sha)
+        buy, each on a pooled connection of its own. In a cluster, on the
+        primary serving *key* only (through the auto-pipeline), so that one
+        primary down does not keep the others from loading."""
+        where = self._pipe.address_of(key) if self._pipe.cluster and key is not None else ""
+        loading = self._loading.get(script.sha + where)
         if loading is None:
-            loading = asyncio.ensure_future(self._redis.script_load(script.script))
-            self._loading[script.sha] = loading
+            if where:
+                assert key is not None
+                loading = asyncio.ensure_future(
+                    self._pipe.execute_for(key, "SCRIPT", "LOAD", str(script.script))
+                )
+            else:
+                loading = asyncio.ensure_future(self._redis.script_load(script.script))
+            self._loading[script.sha + where] = loading
             loading.add_done_callback(self._loaded)
         await asyncio.shield(loading)
 
