@@ -15,6 +15,7 @@ from seckill.redis.client import RedisClients
 from seckill.redis.scripts import bucket_of_order
 from seckill.tools.invariants import check_sale
 from tests.helpers.api import ADMIN, admin_sale, create_sale
+from tests.helpers.cli import run_module
 from tests.helpers.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -81,3 +82,17 @@ async def test_a_crowd_of_5000_buys_exactly_1000_in_3_buckets(
     # orders may still be queued; the checks hold either way)
     checks = await check_sale(cluster_clients.redis, "crowd")
     assert all(c.ok for c in checks), [c.line() for c in checks]
+
+
+async def test_the_checker_reads_a_sale_with_buckets_on_a_cluster(
+    cluster_client: TestClient,  # type: ignore[type-arg]
+    cluster_url: str,
+) -> None:
+    await create_sale(cluster_client, "chk", stock=50, buckets=3, per_user_limit=1)
+    answers = await buy_all(cluster_client, "chk", [f"c{i}" for i in range(80)])
+    assert Counter(s for s, _ in answers) == {202: 50, 409: 30}
+    result = await asyncio.to_thread(
+        run_module, "loadtest.check", "--redis-url", cluster_url, "--sale", "chk"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS buckets_conserve: pool 0 + buckets 0+0+0 + in flight 0 = 0" in result.stdout
