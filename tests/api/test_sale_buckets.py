@@ -157,3 +157,51 @@ async def test_bucket_orders_are_delivered_under_their_sale(
     assert sorted(rows) == sorted((b["order_id"], "d") for b in admitted)
     checks = await check_sale(redis, "d", sink_url=settings.sink_url, require_drained=True)
     assert all(c.ok for c in checks), [c.line() for c in checks]
+
+
+async def test_idempotency_keys_replay_in_the_users_bucket(client: Client) -> None:
+    await create_sale(client, "i", stock=2, buckets=2, per_user_limit=1)
+
+    async def buy(user: str, key: str) -> tuple[int, dict[str, Any]]:
+        resp = await client.post(
+            "/api/v1/sales/i/orders", headers={"X-User-Id": user, "Idempotency-Key": key}
+        )
+        return resp.status, await resp.json()
+
+    first = await buy("kim", "k1")
+    assert first[0] == 202
+    assert await buy("kim", "k1") == first
+    assert (await buy("lee", "k1"))[0] == 202
+    refused = await buy("max", "k1")
+    assert refused[0] == 409 and refused[1]["error"] == "sold_out"
+    # sold out (and flagged so in this process): a replay still gets its order
+    assert await buy("kim", "k1") == first
+
+
+async def test_the_sale_rate_splits_over_the_buckets(client: Client) -> None:
+    await create_sale(client, "r", stock=100, buckets=3, per_user_limit=1)
+    resp = await client.put("/admin/v1/limits", json={"rate": 0.001, "burst": 6}, headers=ADMIN)
+    assert resp.status == 200
+    # burst 6 over 3 buckets: 2 tokens each
+    answers = await buy_all(client, "r", users_of_bucket(1, 3, 3))
+    assert [s for s, _ in answers] == [202, 202, 429]
+
+
+async def test_metrics_and_undetermined_list_see_the_sale_summed(
+    client: Client, redis: Redis
+) -> None:
+    await create_sale(client, "m", stock=30, buckets=3, per_user_limit=1)
+    answers = await buy_all(client, "m", [f"m{i}" for i in range(10)])
+    assert Counter(s for s, _ in answers) == {202: 10}
+    text = await (await client.get("/metrics")).text()
+    assert 'seckill_sale_stock_left{sale="m"} 20.0' in text, text
+    assert 'seckill_sale_stock_total{sale="m"} 30.0' in text
+    assert 'sale="m/' not in text
+    # an order parked as undetermined in a bucket is listed under its sale
+    order_id = answers[0][1]["order_id"]
+    tag = f"m/{bucket_of_order(order_id)}"
+    await redis.hset(keys.order(tag, order_id), "status", "undetermined")
+    await redis.zadd(keys.undetermined(tag), {order_id: 1})
+    for query in ("status=undetermined&sale_id=m", "status=undetermined"):
+        listed = await (await client.get(f"/admin/v1/orders?{query}", headers=ADMIN)).json()
+        assert [o["order_id"] for o in listed["orders"]] == [order_id]
