@@ -848,7 +848,11 @@ class Scripts:
         tags = ""
         buckets = int(fields.get("buckets", 1))
         if buckets > 1 and not await self._redis.exists(keys.sale(sale_id)):
-            tags = " ".join(await self.choose_tags(sale_id, buckets))
+            chosen = await self.choose_tags(sale_id, buckets)
+            # indexed before the sale exists: the order readers of every
+            # process read the buckets' streams before a buy can reach one
+            await self._redis.sadd(keys.SALES_INDEX, *chosen)
+            tags = " ".join(chosen)
         result = await self._sale_put_once(sale_id, fields, now_ms, tags)
         if result.outcome is SalePut.STOCK_CONFLICT and await self.route(sale_id):
             await self.drain(sale_id)

@@ -189,3 +189,33 @@ async def test_settings_reach_the_buckets(scripts: Scripts, redis: Redis) -> Non
     result = await scripts.admit(SALE, "bob", 3)
     assert result.outcome is Admit.OK
     assert (await scripts.admit(SALE, "bob", 1)).outcome is Admit.LIMIT_REACHED
+
+
+async def test_reconciler_racing_the_crowd_changes_nothing(scripts: Scripts, redis: Redis) -> None:
+    """The reconciler finishes transfers the buys are finishing themselves, at
+    the same time, over and over: every step is a no-op the second time, so
+    the crowd still buys exactly the stock."""
+    await make_sale(scripts, 500, 3, limit=1)
+    skewed = users_of_bucket(0, 3, 1400, prefix="s") + [f"o{i}" for i in range(600)]
+    stop = asyncio.Event()
+    passes = 0
+
+    async def reconcile_forever() -> None:
+        nonlocal passes
+        while not stop.is_set():
+            await scripts.reconcile(SALE)
+            passes += 1
+            await asyncio.sleep(0)
+
+    racer = asyncio.create_task(reconcile_forever())
+    try:
+        outcomes = Counter[Admit]()
+        for i in range(0, len(skewed), 400):
+            outcomes += await buy_all(scripts, skewed[i : i + 400])
+    finally:
+        stop.set()
+        await racer
+    assert passes > 0
+    assert outcomes == {Admit.OK: 500, Admit.SOLD_OUT: 1500}
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.available == 0 and report.outstanding == 0, report.problems
