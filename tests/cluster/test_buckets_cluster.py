@@ -96,3 +96,28 @@ async def test_the_checker_reads_a_sale_with_buckets_on_a_cluster(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS buckets_conserve: pool 0 + buckets 0+0+0 + in flight 0 = 0" in result.stdout
+
+
+async def test_a_transfer_cut_after_its_first_step_is_repaired_across_primaries(
+    cluster_client: TestClient,  # type: ignore[type-arg]
+    cluster_clients: RedisClients,
+) -> None:
+    from seckill.redis.scripts import Scripts
+    from seckill.tools.invariants import check_buckets
+
+    await create_sale(cluster_client, "cut", stock=90, buckets=3, per_user_limit=1)
+    scripts = Scripts(cluster_clients)
+    tags = await scripts.route("cut")
+    assert tags is not None
+    # pool (home slot) -> bucket 2 (another primary): step 1 only, then a "crash"
+    amount, _, _, _ = await scripts.take("cut", tags[2], 20, xid="cut-1")
+    assert amount == 20
+    report = await check_buckets(cluster_clients.redis, "cut")
+    assert report.ok and report.in_flight == 20 and report.available == 90
+    assert await scripts.reconcile("cut") == 1
+    report = await check_buckets(cluster_clients.redis, "cut")
+    assert report.ok and report.in_flight == 0 and report.outstanding == 0
+    answers = await buy_all(cluster_client, "cut", [f"x{i}" for i in range(120)])
+    assert Counter(s for s, _ in answers) == {202: 90, 409: 30}
+    checks = await check_sale(cluster_clients.redis, "cut")
+    assert all(c.ok for c in checks), [c.line() for c in checks]
