@@ -14,7 +14,7 @@
 -- ARGV[5]  destination tag
 -- ARGV[6]  now in ms, or "" to use Redis TIME
 --
--- Returns {amount, seq, outstanding, state}:
+-- Returns {amount, seq, outstanding, state, left}:
 --   amount       units taken (now outstanding), 0 = none (nothing recorded)
 --   seq          the source's xfer_seq after the call: it grows with every
 --                take of > 0 units and every credit, so an unchanged seq
@@ -22,23 +22,24 @@
 --   outstanding  transfers outstanding at the source BEFORE this call
 --   state        0 taken now, 1 X was already taken (its amount returned,
 --                nothing changed), 2 X is already acknowledged (nothing changed)
+--   left         the source's field after the call
 -- Never takes more than the source holds: the field never goes below 0.
 
 local src, out, done = KEYS[1], KEYS[2], KEYS[3]
 local x, field = ARGV[1], ARGV[2]
 local seq = tonumber(redis.call('HGET', src, 'xfer_seq')) or 0
 local outstanding = redis.call('HLEN', out)
+local available = tonumber(redis.call('HGET', src, field)) or 0
 
 local rec = redis.call('HGET', out, x)
 if rec then
   local _, _, amount = string.find(rec, '^%S+ (%d+)')
-  return {tonumber(amount), seq, outstanding - 1, 1}
+  return {tonumber(amount), seq, outstanding - 1, 1, available}
 end
 if redis.call('ZSCORE', done, x) then
-  return {0, seq, outstanding, 2}
+  return {0, seq, outstanding, 2, available}
 end
 
-local available = tonumber(redis.call('HGET', src, field)) or 0
 local need, spread = tonumber(ARGV[3]), tonumber(ARGV[4])
 local amount = need
 if need < 0 then
@@ -50,7 +51,7 @@ if amount > available then
   amount = available
 end
 if amount <= 0 then
-  return {0, seq, outstanding, 0}
+  return {0, seq, outstanding, 0, available}
 end
 
 local now
@@ -63,4 +64,4 @@ end
 redis.call('HSET', src, field, available - amount)
 seq = redis.call('HINCRBY', src, 'xfer_seq', 1)
 redis.call('HSET', out, x, ARGV[5] .. ' ' .. amount .. ' ' .. now)
-return {amount, seq, outstanding, 0}
+return {amount, seq, outstanding, 0, available - amount}

@@ -234,7 +234,7 @@ class Scripts:
         self._bucket_put: AsyncScript = redis.register_script(lua_source("bucket_put"))
         #: sale id -> its bucket tags, for sales with buckets > 1 (fixed at creation)
         self._routes: dict[str, tuple[str, ...]] = {}
-        #: refills in flight in this process, by (bucket tag, units needed)
+        #: refills in flight in this process, by (bucket tag, quantity of the buy)
         self._refills: dict[tuple[str, int], asyncio.Future[bool]] = {}
 
     async def admit(
@@ -603,21 +603,20 @@ class Scripts:
                 )
             if result.outcome is not Admit.SOLD_OUT:
                 return result
-            need = max(1, quantity - max(0, result.stock_left))
-            if not await self._shared_find_stock(sale_id, tags, k, need):
+            if not await self._shared_find_stock(sale_id, tags, k, quantity):
                 return result  # proven: the sale holds fewer than quantity units
         log.warning("sale %s: no stock found for a buy in %d rounds", sale_id, MAX_REFILL_ROUNDS)
         return AdmitResult(Admit.OVERLOADED)
 
     async def _shared_find_stock(
-        self, sale_id: str, tags: tuple[str, ...], k: int, need: int
+        self, sale_id: str, tags: tuple[str, ...], k: int, quantity: int
     ) -> bool:
         """:meth:`_find_stock`, once for every buy of this process that ran out
-        in the same bucket for the same need."""
-        key = (tags[k], need)
+        in the same bucket for the same quantity."""
+        key = (tags[k], quantity)
         running = self._refills.get(key)
         if running is None:
-            running = asyncio.ensure_future(self._find_stock(sale_id, tags, k, need))
+            running = asyncio.ensure_future(self._find_stock(sale_id, tags, k, quantity))
             self._refills[key] = running
 
             def done(f: asyncio.Future[bool], key: tuple[str, int] = key) -> None:
@@ -629,24 +628,27 @@ class Scripts:
             running.add_done_callback(done)
         return await asyncio.shield(running)
 
-    async def _find_stock(self, sale_id: str, tags: tuple[str, ...], k: int, need: int) -> bool:
-        """Move stock to bucket *k*; True when some was credited to it, False
-        when it is proven that the pool, every other bucket and every transfer
-        are empty (then bucket *k* holds all the sale has left).
+    async def _find_stock(self, sale_id: str, tags: tuple[str, ...], k: int, quantity: int) -> bool:
+        """Move stock to bucket *k* for a buy of *quantity*; True when bucket
+        *k* got some (or holds *quantity* by now): buy again. False when it is
+        proven that the sale holds fewer than *quantity* units.
 
-        Each round: take from the pool (at least *need*, or a share of it:
-        pool / (2N)). The pool is empty: finish every outstanding transfer
-        and drain every other bucket into the pool, then go again. The proof:
-        a round that found the pool empty with nothing outstanding at sequence
-        number s, then every other bucket empty with nothing outstanding, and
-        then the pool again empty, nothing outstanding, still at s — no unit
-        entered or left the pool in between, so none entered any bucket, and
-        all the other places were empty at the end.
+        Each round takes from the pool (at least *quantity*, or pool / (2N)
+        if more, at most what there is). The pool is empty: finish every
+        outstanding transfer, drain every other bucket into the pool, and go
+        again. The proof (docs/architecture.md, "Why it never answers a false
+        sold_out"): a **quiet** round — the pool's take found 0 units and
+        nothing outstanding at sequence number s; then every other bucket had
+        0 units, bucket *k* fewer than *quantity*, and no bucket a transfer
+        outstanding — followed by a take that again finds 0 units, nothing
+        outstanding, at s. No unit entered or left the pool in between, so
+        none entered any bucket: at that last take the sale held fewer than
+        *quantity* units.
         """
         home, n = sale_id, len(tags)
         quiet_seq: int | None = None
         for _ in range(MAX_REFILL_ROUNDS):
-            amount, seq, outstanding = await self.transfer(home, tags[k], need, spread=2 * n)
+            amount, seq, outstanding, _ = await self.transfer(home, tags[k], quantity, spread=2 * n)
             if amount > 0:
                 return True
             if quiet_seq is not None and seq == quiet_seq and outstanding == 0:
@@ -656,8 +658,10 @@ class Scripts:
                 await self.reconcile_owner(home)
             for j, tag in enumerate(tags):
                 # the other buckets give all they have; bucket k keeps its own
-                # (too little for this buy), only its outstanding ones count
-                moved, _, out_j = await self.transfer(tag, home, 0 if j == k else -1)
+                # (need 0: nothing is taken, its stock and transfers are read)
+                moved, _, out_j, left = await self.transfer(tag, home, 0 if j == k else -1)
+                if j == k and left >= quantity:
+                    return True  # refilled meanwhile (another process): buy again
                 if moved > 0 or out_j > 0:
                     quiet = False
                 if out_j > 0:
@@ -667,29 +671,34 @@ class Scripts:
 
     async def transfer(
         self, source: str, dest: str, need: int, *, spread: int = 0, xid: str | None = None
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int, int]:
         """Move stock from *source* to *dest* (a sale id = its pool, or a
         bucket tag): xfer_take, xfer_credit, xfer_ack, each atomic on one slot
         and a no-op when run again with the same transfer id. Returns (units
         moved, the source's xfer_seq, transfers outstanding at the source
-        before). A crash between the steps leaves the transfer outstanding for
-        :meth:`reconcile_owner` to finish."""
+        before, units left at the source). A crash between the steps leaves
+        the transfer outstanding for :meth:`reconcile_owner` to finish."""
         xid = xid or secrets.token_urlsafe(12)
-        amount, seq, outstanding, _ = await self.take(source, dest, need, spread=spread, xid=xid)
+        amount, seq, outstanding, _, left = await self._take_step(source, dest, need, spread, xid)
         if amount > 0:
             await self.finish(source, dest, xid, amount)
-        return amount, seq, outstanding
+        return amount, seq, outstanding, left
 
     async def take(
         self, source: str, dest: str, need: int, *, spread: int = 0, xid: str
     ) -> tuple[int, int, int, int]:
         """Step 1 only (xfer_take.lua): ``(amount, seq, outstanding, state)``."""
+        return (await self._take_step(source, dest, need, spread, xid))[:4]
+
+    async def _take_step(
+        self, source: str, dest: str, need: int, spread: int, xid: str
+    ) -> tuple[int, int, int, int, int]:
         reply: list[Any] = await self._take(
             keys=[keys.sale(source), keys.xfer_out(source), keys.xfer_done(source)],
             args=[xid, _field(source), need, spread, dest, ""],
         )
-        amount, seq, outstanding, state = (int(x) for x in reply)
-        return amount, seq, outstanding, state
+        amount, seq, outstanding, state, left = (int(x) for x in reply)
+        return amount, seq, outstanding, state, left
 
     async def finish(self, source: str, dest: str, xid: str, amount: int) -> None:
         """Steps 2 and 3: credit *dest* (once), then acknowledge at *source*."""

@@ -219,3 +219,23 @@ async def test_reconciler_racing_the_crowd_changes_nothing(scripts: Scripts, red
     assert outcomes == {Admit.OK: 500, Admit.SOLD_OUT: 1500}
     report = await check_buckets(redis, SALE)
     assert report.ok and report.available == 0 and report.outstanding == 0, report.problems
+
+
+async def test_a_bucket_refilled_meanwhile_is_no_sold_out(scripts: Scripts, redis: Redis) -> None:
+    """A buy ran out in bucket 0; before it looked for stock, another process
+    moved the pool's last units into bucket 0: the pool and bucket 1 are
+    empty, but the sale is not sold out — the buy must try again."""
+    await make_sale(scripts, 10, 2, limit=1)
+    tags = await scripts.route(SALE)
+    assert tags is not None
+    await scripts.transfer(tags[1], SALE, -1)
+    await scripts.transfer(SALE, tags[0], -1)
+    assert await redis.hget(keys.sale(tags[0]), "stock_left") == "10"
+    assert await scripts._find_stock(SALE, tags, 0, 1) is True
+    assert await scripts._find_stock(SALE, tags, 1, 1) is True  # drains bucket 0 for bucket 1
+    assert int(await redis.hget(keys.sale(tags[1]), "stock_left")) >= 1  # type: ignore[arg-type]
+    # a buy of 11 gathers every unit into bucket 0, then learns 10 < 11
+    answers = [await scripts._find_stock(SALE, tags, 0, 11) for _ in range(4)]
+    assert answers[-1] is False and answers.index(False) <= 2, answers
+    assert await redis.hget(keys.sale(tags[0]), "stock_left") == "10"
+    assert (await check_buckets(redis, SALE)).ok
