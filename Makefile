@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REDIS_SERVER ?= $(shell command -v redis-server 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format clean loadtest bench faults soak
+.PHONY: install run demo test lint format clean loadtest bench faults soak dev-cluster
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/seckill demo
+
+# A local Redis Cluster in the foreground (README, "Run against a Redis Cluster"):
+# prints its redis+cluster:// URL; Ctrl-C stops it. DEV_CLUSTER_ARGS="--nodes 5".
+dev-cluster: $(STAMP)
+	$(BIN)/seckill dev-cluster $(DEV_CLUSTER_ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

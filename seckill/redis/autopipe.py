@@ -36,7 +36,7 @@ import dataclasses
 import socket
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -289,6 +289,8 @@ class AutoPipeline:
         self._slots: list[_Node | None] | None = None
         self._refreshing: asyncio.Future[None] | None = None
         self._refreshed_at = 0.0
+        #: redirections followed so far, by kind (MOVED, ASK, TRYAGAIN, CLUSTERDOWN)
+        self.redirected: Counter[str] = Counter()
         if seeds:
             self._seeds = [self._node(host, port) for host, port in seeds]
         else:
@@ -445,6 +447,7 @@ class AutoPipeline:
                     raise
                 last = exc
             kind, moved_slot, address = redirect
+            self.redirected[kind] += 1
             asking = None
             if kind == "MOVED" and self._slots is not None:
                 self._slots[moved_slot] = self._node_at(address, node)

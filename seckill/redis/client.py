@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from seckill.redis.autopipe import AutoPipeline, endpoint_of
 from seckill.redis.cluster_url import parse_cluster_url
@@ -70,11 +71,17 @@ class RedisClients:
 
     async def aclose(self) -> None:
         """Close both, and every pooled connection (an explicit pool is not
-        closed by ``Redis.aclose`` alone)."""
+        closed by ``Redis.aclose`` alone; nor a cluster's, at times)."""
         await self.pipe.aclose()
         await self.redis.aclose()
         if not self.cluster:
             await self.redis.connection_pool.disconnect()
+            return
+        # RedisCluster.aclose does nothing while it means to read the slot map
+        # again (after any connection error): close every node's connections
+        manager = cast(RedisCluster, self.redis).nodes_manager
+        await manager.aclose()
+        await manager.aclose("startup_nodes")
 
 
 def connect(url: str, *, pool_size: int = POOL_SIZE, timeout: float = TIMEOUT) -> RedisClients:
@@ -158,6 +165,8 @@ class BoundedRedisCluster(RedisCluster):
         taken = await self.take_turn()
         try:
             return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
         finally:
             self.end_turn(taken)
 
@@ -165,6 +174,21 @@ class BoundedRedisCluster(RedisCluster):
         if shard_hint:
             return super().pipeline(transaction, shard_hint)
         return _BoundedPipeline(self, transaction)  # type: ignore[abstract]
+
+    def pubsub(
+        self, node: Any | None = None, host: str | None = None, port: int | None = None, **kw: Any
+    ) -> Any:
+        return _ClusterPubSub(self, node=node, host=host, port=port, **kw)
+
+
+def _unreachable(exc: RedisClusterException) -> Exception:
+    """No node answered, or a slot has no primary: a ConnectionError, as the
+    code expects of an unreachable Redis (503), not redis-py's
+    RedisClusterException (which is no RedisError). Anything else (a
+    command across slots: a bug) stays as it is."""
+    if isinstance(exc, SlotNotCoveredError) or "cannot be connected" in str(exc):
+        return RedisConnectionError(str(exc))
+    return exc
 
 
 class _BoundedPipeline(ClusterPipeline):
@@ -176,5 +200,21 @@ class _BoundedPipeline(ClusterPipeline):
         taken = await client.take_turn()
         try:
             return await super().execute(raise_on_error, allow_redirections)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
         finally:
             client.end_turn(taken)
+
+
+class _ClusterPubSub(ClusterPubSub):
+    """redis-py's cluster pub/sub, with the slot map read before a node is
+    picked for the first SUBSCRIBE (redis-py reads it from a cache that may
+    still be empty), and an unreachable cluster a ConnectionError."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if self.connection is None and self.connection_pool is None:
+                await self.cluster.initialize()
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc

@@ -25,9 +25,11 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,12 @@ class DevCluster:
 
     def start(self, timeout: float = READY_TIMEOUT) -> str:
         """Start the nodes, form the cluster, wait until it is ok; the URL."""
+        for node in self.nodes:
+            if (node.dir / "nodes.conf").exists():
+                raise ClusterError(
+                    f"{node.dir} holds a cluster node already (nodes.conf): "
+                    "remove it or give another --dir"
+                )
         try:
             for node in self.nodes:
                 node.port = free_port(self.host)
@@ -317,11 +325,12 @@ class DevCluster:
         return lines[-1] if lines else "no log"
 
 
-def run(nodes: int, binary: str | None, data_dir: Path | None) -> int:
-    """``seckill dev-cluster``: start, print the URL, wait for Ctrl-C or SIGTERM,
-    stop every node. The exit code."""
-    import sys
-
+def run(
+    nodes: int, binary: str | None, data_dir: Path | None, say: Callable[[str], None] = print
+) -> int:
+    """``seckill dev-cluster``: start, print the URL (the last line on stdout,
+    through *say*), wait for Ctrl-C or SIGTERM, stop every node. The exit code
+    (0; 1 when a node died); ClusterError when the cluster did not form."""
     cluster = DevCluster(nodes, binary=binary, data_dir=data_dir)
     stop = threading.Event()
 
@@ -332,31 +341,25 @@ def run(nodes: int, binary: str | None, data_dir: Path | None) -> int:
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
         started = time.monotonic()
-        try:
-            url = cluster.start()
-        except ClusterError as exc:
-            print(f"seckill dev-cluster: {exc}", file=sys.stderr)
-            return 1
+        url = cluster.start()
         took = time.monotonic() - started
         for node in cluster.nodes:
             low, high = node.slot_range(nodes)
-            print(
-                f"node {node.index}: {node.address} pid {node.pid} slots {low}-{high} "
-                f"data {node.dir}",
-                file=sys.stderr,
-            )
-        print(f"cluster ok in {took:.1f}s; Ctrl-C stops it", file=sys.stderr)
-        print(url, flush=True)
-        while not stop.wait(0.5):
+            _err(f"node {node.index}: {node.address} pid {node.pid} slots {low}-{high} {node.dir}")
+        _err(f"cluster_state:ok in {took:.1f}s; Ctrl-C stops it. Try:")
+        _err(f"  seckill serve --redis-url {url}")
+        say(url)
+        while not stop.wait(0.2):
             dead = [n for n in cluster.nodes if not n.running]
             if dead:
-                print(
-                    f"seckill dev-cluster: node {dead[0].address} exited; stopping",
-                    file=sys.stderr,
-                )
+                _err(f"seckill dev-cluster: node {dead[0].address} exited; stopping the others")
                 return 1
         return 0
     finally:
         cluster.stop()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
