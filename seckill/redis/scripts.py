@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from seckill.redis import keys
 from seckill.redis.autopipe import NotSent
 from seckill.redis.client import RedisClients
-from seckill.schemas import UNLIMITED, Limits
+from seckill.schemas import MAX_BUCKETS, UNLIMITED, Limits
 
 
 def lua_source(name: str) -> str:
@@ -133,7 +133,7 @@ class SalePutResult:
 BUCKET_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 #: the character that marks a bucketed order's token (never a hex digit)
 BUCKET_MARK = "Z"
-MAX_BUCKETS = len(BUCKET_CHARS)
+assert len(BUCKET_CHARS) == MAX_BUCKETS
 
 
 class _OrderIds:

@@ -239,3 +239,30 @@ async def test_a_bucket_refilled_meanwhile_is_no_sold_out(scripts: Scripts, redi
     assert answers[-1] is False and answers.index(False) <= 2, answers
     assert await redis.hget(keys.sale(tags[0]), "stock_left") == "10"
     assert (await check_buckets(redis, SALE)).ok
+
+
+async def test_the_scripts_by_eval(scripts: Scripts, redis: Redis) -> None:
+    """admit.lua on a home hash answers BUCKETED with the tags and changes
+    nothing; bucket_put.lua never lets an older settings version win."""
+    from seckill.redis.scripts import lua_source
+
+    await make_sale(scripts, 30, 3)
+    before = await redis.hgetall(keys.sale(SALE))
+    reply = await redis.eval(
+        lua_source("admit"),
+        8,
+        *[keys.sale(SALE)] * 8,
+        "u", 1, f"{SALE}.abcdefgh00000001", "", 60, "", "", 1, "", 1, 0, SALE, "",
+    )  # fmt: skip
+    assert reply == [12, 3, f"{SALE}/0 {SALE}/1 {SALE}/2"]
+    assert await redis.hgetall(keys.sale(SALE)) == before
+    put = lua_source("bucket_put")
+    tag = keys.sale(f"{SALE}/1")
+    v = int(before["cfg_v"])
+    assert await redis.eval(put, 1, tag, SALE, 1, v + 1, 5, "", 7) == 1
+    assert await redis.eval(put, 1, tag, SALE, 1, v, 9, "", 9) == 0  # older: ignored
+    assert await redis.hmget(tag, ["starts_at", "per_user_limit", "cfg_v"]) == [
+        "5",
+        "7",
+        str(v + 1),
+    ]
