@@ -266,3 +266,22 @@ async def test_the_scripts_by_eval(scripts: Scripts, redis: Redis) -> None:
         "7",
         str(v + 1),
     ]
+
+
+async def test_park_and_settle_in_a_bucket(scripts: Scripts, redis: Redis) -> None:
+    from seckill.redis.scripts import Settle
+
+    await make_sale(scripts, 6, 3, limit=1)
+    result = await scripts.admit(SALE, "pat", 1)
+    assert result.outcome is Admit.OK
+    owner = await scripts.order_owner(result.order_id)
+    assert owner is not None and keys.is_bucket_tag(owner)
+    assert await scripts.park(owner, result.order_id, "seckill", "0-1")
+    sale = await scripts.read_sale(SALE)
+    assert sale is not None and (sale["n_undetermined"], sale["stock_left"]) == ("1", "5")
+    outcome, order = await scripts.settle(owner, result.order_id, "release")
+    assert outcome is Settle.SETTLED and order["status"] == "failed"
+    sale = await scripts.read_sale(SALE)
+    assert sale is not None and (sale["n_undetermined"], sale["stock_left"]) == ("0", "6")
+    report = await check_buckets(redis, SALE)
+    assert report.ok, report.problems
