@@ -3,6 +3,8 @@
 All keys of one sale carry the hash tag ``{sale_id}`` so that every script
 touches a single cluster slot. Order ids start with their sale id
 (``<sale_id>.<token>``), so an order lookup finds its slot from the id alone.
+A sale with buckets (issue 13) also has one tag per bucket (``S/k``, below);
+its order ids name their bucket in the token (``seckill.redis.scripts``).
 """
 
 from __future__ import annotations
