@@ -71,7 +71,9 @@ async def blast(
     start = time.monotonic()
     deadline = start + seconds
     conn = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=conn) as session:
+    # one buy that hangs fails the test with its own message, not the suite's timeout
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
 
         async def worker() -> None:
             while (now := time.monotonic()) < deadline:
