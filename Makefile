@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REDIS_SERVER ?= $(shell command -v redis-server 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format clean loadtest bench faults soak dev-cluster
+.PHONY: install run demo test lint format clean loadtest bench faults soak dev-cluster mutants
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,3 +70,8 @@ faults: $(STAMP)
 # The soak (docs/faults.md): SOAK_ARGS="--minutes 2" shortens it.
 soak: $(STAMP)
 	$(BIN)/python -m loadtest.soak $(SOAK_ARGS)
+
+# The mutation check (README "Mutants"): every mutant of tests/mutants/catalogue.py
+# killed by its tests; MUTANTS_ARGS="--only confirm-no-xack" narrows it.
+mutants: $(STAMP)
+	$(BIN)/python -m tests.mutants $(MUTANTS_ARGS)

@@ -51,6 +51,8 @@ log = logging.getLogger("seckill.embedded")
 MAX_RESTARTS, RESTART_WINDOW = 5, 60.0
 #: seconds for a (re)started server to answer PING (a long AOF replays first).
 START_TIMEOUT = 30.0
+#: ports tried, one after the other, when the free one is taken before the server binds it
+PORT_TRIES = 3
 #: the password file, under <data-dir>/redis
 PASSWORD_FILE = "password"
 CONFIG_FILE = "seckill-valkey.conf"
@@ -189,10 +191,23 @@ class EmbeddedRedis:
         except OSError as exc:
             self._release_lock()
             raise EmbeddedError(f"cannot write in {self.dir}: {exc.strerror}") from exc
-        self.port = self.fixed_port or free_port()
         self._stopping.clear()
         try:
-            self._launch(timeout)
+            for attempt in range(PORT_TRIES):
+                # a free port is only free when we look: another process may
+                # bind it before the server does; then take another one
+                self.port = self.fixed_port or free_port()
+                logfile = self.dir / "server.log"
+                seen = logfile.stat().st_size if logfile.exists() else 0
+                try:
+                    self._launch(timeout)
+                    break
+                except EmbeddedError:
+                    if self.fixed_port or attempt == PORT_TRIES - 1:
+                        raise
+                    if not _port_was_taken(logfile, seen):
+                        raise
+                    log.warning("embedded server: port %s was taken meanwhile; another", self.port)
         except BaseException:
             self.stop()
             raise
@@ -370,6 +385,16 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def _port_was_taken(logfile: Path, offset: int) -> bool:
+    """Whether the server's log, past *offset* bytes, says its port was in use."""
+    try:
+        with logfile.open("rb") as f:
+            f.seek(offset)
+            return b"already in use" in f.read()
+    except OSError:
+        return False
 
 
 def _last_line(logfile: Path, since: float = 0.0) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis as redis_sync
+import schemathesis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -31,8 +32,6 @@ from seckill.http.openapi import document, error_codes
 from seckill.settings import Settings
 from tests.helpers.api import ADMIN, ADMIN_TOKEN, create_sale
 from tests.helpers.gateway import Gateway
-
-schemathesis = pytest.importorskip("schemathesis")
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 MAX_EXAMPLES = 20

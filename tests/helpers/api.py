@@ -14,6 +14,8 @@ from seckill.http.app import create_app
 from seckill.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+#: seconds a crowd may take before the test fails (well before the suite's timeout)
+CROWD_TIMEOUT = 60
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 #: the fields of the public sale view (docs/API.md §4) and of the admin view (§5)
 PUBLIC_FIELDS = {
@@ -55,7 +57,13 @@ async def crowd(client: TestClient, sale: str, users: list[str]) -> list[dict[st
         resp = await client.post(f"/api/v1/sales/{sale}/orders", headers={"X-User-Id": user})
         return resp.status, await resp.json()
 
-    answers = await asyncio.gather(*(buy(u) for u in users))
+    try:
+        async with asyncio.timeout(CROWD_TIMEOUT):
+            answers = await asyncio.gather(*(buy(u) for u in users))
+    except TimeoutError:
+        raise AssertionError(
+            f"a crowd of {len(users)} on sale {sale} not answered in {CROWD_TIMEOUT}s"
+        ) from None
     assert {s for s, _ in answers} <= {202, 409}, answers
     return [body for status, body in answers if status == 202]
 

@@ -4,18 +4,42 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Self
 
-from seckill.tools.launcher import GatewayProcess
+from seckill.tools.launcher import START_TIMEOUT, GatewayProcess, LaunchError
 from tests.helpers.api import ADMIN_TOKEN
+
+#: what ``seckill serve`` says when its port was taken (seckill/process/server.py)
+PORT_TAKEN = "Address already in use"
+#: starts tried on a new free port when the one picked was taken meanwhile
+PORT_TRIES = 3
 
 
 class Gateway(GatewayProcess):
     """``seckill serve`` through the launcher, with the tests' admin token; use
-    it in a ``with`` block (SIGKILLed and cleaned up on the way out)."""
+    it in a ``with`` block (SIGKILLed and cleaned up on the way out).
+
+    Without ``port=``, the port is a free one the kernel picked, which another
+    process may bind before the gateway does: :meth:`wait_ready` then starts it
+    again on another (read ``url``/``port`` after it)."""
 
     def __init__(self, *flags: str, **kwargs: Any) -> None:
+        self._flags, self._kwargs = flags, kwargs
         super().__init__(*flags, admin_token=ADMIN_TOKEN, **kwargs)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> Self:
+        for attempt in range(PORT_TRIES):
+            try:
+                return super().wait_ready(timeout)
+            except LaunchError:
+                taken = PORT_TAKEN in self.output() and not self.running()
+                if self._kwargs.get("port") is not None or not taken:
+                    raise
+                if attempt == PORT_TRIES - 1:
+                    raise
+                self.kill()
+                super().__init__(*self._flags, admin_token=ADMIN_TOKEN, **self._kwargs)
+        raise AssertionError("unreachable")
 
 
 def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -47,7 +71,9 @@ async def blast(
     start = time.monotonic()
     deadline = start + seconds
     conn = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=conn) as session:
+    # one buy that hangs fails the test with its own message, not the suite's timeout
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
 
         async def worker() -> None:
             while (now := time.monotonic()) < deadline:

@@ -54,6 +54,17 @@ class TlsRedis:
         self.server: ChildProcess | None = None
 
     def start(self) -> int:
+        for _attempt in range(3):  # the free port may be taken before the server binds it
+            try:
+                return self._start()
+            except LaunchError:
+                assert self.server is not None
+                if "already in use" not in self.server.output():
+                    raise
+                self.stop()
+        raise AssertionError("no free port for the TLS server after 3 tries")
+
+    def _start(self) -> int:
         self.port = free_port()
         argv = [
             self.binary,

@@ -11,17 +11,20 @@ answering (a slow shop that has the order but answers past the timeout).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
 
-from seckill.process.procs import free_port
-
 
 class Webhook:
     def __init__(self) -> None:
-        self.port = free_port()
+        # bound here and handed to the server: the port is ours from now on
+        # (no free-port-then-bind race with another test's server)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}/orders"
         self.raw = 0
         self.by_key: Counter[str] = Counter()
@@ -66,7 +69,7 @@ class Webhook:
         app.router.add_post("/orders", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.SockSite(self._runner, self._sock).start()
         return self
 
     async def stop(self) -> None:
@@ -74,3 +77,4 @@ class Webhook:
             self.gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
+        self._sock.close()

@@ -100,7 +100,7 @@ def test_proc_readings_of_this_process_and_of_a_gone_one() -> None:
     assert len(loadavg()) == 3
     assert machine_busy_s() > 0.0
     gone = subprocess.Popen([sys.executable, "-c", ""])
-    gone.wait()
+    gone.wait(30)
     assert memory_kb(gone.pid) == {} and cpu_seconds(gone.pid) is None
 
 

@@ -44,8 +44,10 @@ async def test_burst_is_delivered_to_sqlite_once_each(
         "undetermined": 0,
     }
     assert (sale["backlog"], sale["stock_left"]) == (0, 0)
-    # delivered entries are deleted from the stream; final orders get their retention
+    # delivered entries are acknowledged and deleted from the stream; final
+    # orders get their retention
     assert await redis.xlen(keys.stream("p1")) == 0
+    assert (await redis.xpending(keys.stream("p1"), GROUP))["pending"] == 0
     ttls = {await redis.ttl(keys.order("p1", o["order_id"])) for o in admitted}
     assert all(0 < t <= settings.order_retention for t in ttls), ttls
     with sqlite3.connect(settings.data_dir / "orders.db") as db:

@@ -338,6 +338,7 @@ async def test_final_orders_expire_after_the_retention_then_404(
     sale = await admin_sale(client, "ret")
     assert (sale["stock_left"], sale["orders"]["confirmed"]) == (1, 1)
     assert await redis.xlen(keys.stream("ret")) == 0
+    assert (await redis.xpending(keys.stream("ret"), "seckill"))["pending"] == 0
 
 
 async def seckill_cli(*args: str) -> tuple[int, str, str]:
@@ -450,6 +451,7 @@ async def test_orders_in_doubt_survive_a_restart_and_are_delivered_after(
     await until(confirmed, 20, "the orders delivered after the restart")
     assert webhook.delivered == {o["order_id"] for o in admitted}
     assert await redis.xlen(keys.stream("rs")) == 0
+    assert (await redis.xpending(keys.stream("rs"), "seckill"))["pending"] == 0
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import redis as redis_sync
 
+from seckill.pipeline.consumer import GROUP, IDLE_TIMEOUT_MS
 from seckill.process.procs import children_of, cmdline
+from seckill.redis import keys
 from tests.helpers.api import ADMIN
 from tests.helpers.gateway import Gateway, until
 from tests.helpers.webhook import Webhook
@@ -19,6 +23,12 @@ from tests.helpers.webhook import Webhook
 pytestmark = [pytest.mark.fault, pytest.mark.multiprocess]
 
 STOCK = 200
+#: a restart re-reads its own pending entries at once: the drain after it must
+#: end well before the reclaimer could take them over (an entry idle for
+#: IDLE_TIMEOUT_MS), so that a broken re-read cannot pass on the reclaimer
+REDELIVERY_BOUND = IDLE_TIMEOUT_MS / 1000 / 2
+#: what the reclaimer logs when it takes entries over (seckill/pipeline/consumer.py)
+RECLAIMED = "took over"
 
 
 @pytest.fixture
@@ -72,11 +82,27 @@ async def test_kill_9_mid_drain_loses_nothing(
             # restart on the same data dir and port: the same consumer names
             with Gateway(*args, port=gw.port) as again:
                 again.wait_ready()
-                await until(lambda: _drained(again.url), 60, "the drain after restart")
+                started = time.monotonic()
+                await until(
+                    lambda: _drained(again.url),
+                    REDELIVERY_BOUND,
+                    "the drain after restart (its own pending entries, re-read at once)",
+                )
+                took = time.monotonic() - started
+                _assert_nothing_pending(again.redis_url)
+                assert RECLAIMED not in again.output(), again.tail(20)
                 assert again.stop() == 0
         else:
             # the supervisor restarts the child, which re-delivers its own pending entries
-            await until(lambda: _drained(gw.url), 60, "the drain after the child restart")
+            started = time.monotonic()
+            await until(
+                lambda: _drained(gw.url),
+                REDELIVERY_BOUND,
+                "the drain after the child restart (its own pending entries, re-read at once)",
+            )
+            took = time.monotonic() - started
+            _assert_nothing_pending(gw.redis_url)
+            assert RECLAIMED not in gw.output(), gw.tail(20)
             assert gw.stop() == 0
 
     # every admitted order reached the sink; a receiver that dedups by
@@ -85,7 +111,17 @@ async def test_kill_9_mid_drain_loses_nothing(
     assert webhook.delivered == admitted
     again = sum(n - 1 for n in webhook.by_key.values())
     assert again <= 8 * 2  # at most the deliveries in flight at the kill
-    print(f"\n{victim}: {webhook.raw} raw deliveries, {again} repeated, {len(admitted)} orders")
+    print(
+        f"\n{victim}: {webhook.raw} raw deliveries, {again} repeated, {len(admitted)} orders;"
+        f" drained {took:.1f}s after the restart"
+    )
+
+
+def _assert_nothing_pending(redis_url: str) -> None:
+    """Every entry of the sale acknowledged: nothing left for a reclaimer."""
+    with redis_sync.Redis.from_url(redis_url, decode_responses=True) as r:
+        pending = r.xpending(keys.stream("k9"), GROUP)
+        assert pending["pending"] == 0, pending
 
 
 async def _drained(url: str) -> bool:

@@ -42,7 +42,7 @@ async def in_force(gateway: Gateway, limits_json: str, processes: int = 2) -> No
             sum(1 for text in gateway.output().splitlines() if line in text and limits_json in text)
             == processes
         ),
-        within=5,
+        within=10,  # 1 s by the contract; a busy 2-core machine gets room
         what=f"{processes} processes to apply {limits_json}",
     )
 
@@ -56,21 +56,26 @@ async def evalsha_calls(redis: Redis) -> int:
 async def test_two_processes_share_one_limit(gateway: Gateway, redis: Redis) -> None:
     """A blast at far over the rate from many users, over 2 processes, admits
     within rate x T + burst, and most refusals never reach Redis."""
-    rate, burst, seconds = 40, 10, 3.0
+    # rate 20/s, bounds from the blast's own wall time, no slack: it flaked
+    # once at 40/s with a bound from the last request's send time + 2 tokens
+    # (an admission runs after its send) on a busy 2-core machine
+    rate, burst, seconds = 20, 10, 3.0
     await admin(gateway.url, "PUT", "/admin/v1/sales/lim", {"stock": 10**6})
     await admin(gateway.url, "PUT", "/admin/v1/limits", {"rate": rate, "burst": burst})
-    await in_force(gateway, '{"rate":40.0,"burst":10,')
+    await in_force(gateway, '{"rate":20.0,"burst":10,')
     before = await evalsha_calls(redis)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     results = await blast(gateway.url, "lim", seconds, concurrency=64)
+    wall = loop.time() - start  # every admission happened within it
     script_calls = await evalsha_calls(redis) - before
     statuses = Counter(status for _, status in results)
     admitted, refused = statuses[202], statuses[429]
     assert set(statuses) <= {202, 429}
     assert len(results) >= 10 * rate * seconds, "the blast must offer >= 10x the rate"
-    elapsed = max(t for t, _ in results)
-    # exact upper bound (+2 tokens of slack for the heartbeat/clock edges), and close to it
-    assert admitted <= rate * elapsed + burst + 2
-    assert admitted >= 0.8 * rate * seconds
+    # the exact upper bound (burst + rate x the blast's wall time), and close to it
+    assert admitted <= burst + int(rate * wall), (admitted, wall)
+    assert admitted >= 0.8 * rate * seconds, (admitted, wall)
     refused_by_redis = script_calls - admitted
     assert refused_by_redis >= 0
     local_share = 1 - refused_by_redis / refused
@@ -83,12 +88,18 @@ async def test_one_user_is_held_to_its_bucket(gateway: Gateway) -> None:
     await admin(gateway.url, "PUT", "/admin/v1/sales/pu", {"stock": 10**6, "per_user_limit": 10**6})
     await admin(gateway.url, "PUT", "/admin/v1/limits", {"per_user_rate": 5, "per_user_burst": 2})
     await in_force(gateway, '"per_user_rate":5.0,"per_user_burst":2}')
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     hog, others = await asyncio.gather(
         blast(gateway.url, "pu", 2.0, concurrency=32, user="hog"),
         blast(gateway.url, "pu", 2.0, concurrency=4, prefix="other"),
     )
+    # every admission of the hog happened within the blast's wall time: the
+    # bucket (rate 5/s, burst 2) admits at most burst + rate x that, exactly
+    wall = loop.time() - start
     hog_ok = sum(1 for _, s in hog if s == 202)
-    assert hog_ok <= 5 * max(t for t, _ in hog) + 2 + 1
+    assert hog_ok <= 2 + int(5 * wall), (hog_ok, wall)
+    assert hog_ok >= 5 * 2.0 * 0.5, hog_ok  # and the bucket does refill
     assert len(hog) > 10 * hog_ok
     assert {s for _, s in others} == {202}  # everyone else is not slowed by the hog
 
@@ -177,6 +188,7 @@ async def test_redis_down_answers_503_fast_and_recovers(
             deadline = asyncio.get_running_loop().time() + 10
             while (await buy("u3"))[0] != 202:
                 assert asyncio.get_running_loop().time() < deadline, "did not recover"
+                await asyncio.sleep(0.05)  # a poll, not a spin: Redis needs the cores
             wait_for(gw.ready, 10, "readyz after Redis came back")
             assert gw.stop() == 0
     finally:

@@ -18,6 +18,7 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
+from seckill.pipeline.consumer import GROUP
 from seckill.process.embedded import MAX_RESTARTS, default_binary
 from seckill.process.procs import alive, children_of, cmdline
 from seckill.redis import keys
@@ -122,6 +123,23 @@ async def test_killed_server_is_restarted_and_nothing_admitted_is_lost(
             sale = await resp.json()
         assert sale["stock_left"] == 50
         assert sum(sale["orders"].values()) == 50, sale
+
+        # the drain ends, and every entry is acknowledged: nothing left pending
+        async def drained() -> bool:
+            async with aiohttp.ClientSession() as s:
+                resp = await s.get(f"{gw.url}/admin/v1/sales/sv", headers=ADMIN)
+                view = await resp.json()
+            if resp.status != 200:
+                return False
+            return bool(view["orders"]["confirmed"] == 50 and view["backlog"] == 0)
+
+        await until(drained, 30, "the 50 orders confirmed after the restart")
+        client = redis_sync.Redis.from_url(url_before, socket_timeout=5, decode_responses=True)
+        try:
+            pending = client.xpending(keys.stream("sv"), GROUP)
+            assert pending["pending"] == 0, pending
+        finally:
+            client.close()
         assert gw.stop() == 0
 
 

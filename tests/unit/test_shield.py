@@ -11,11 +11,21 @@ from seckill.core.shield import LocalShield
 
 
 async def take(shield: LocalShield, sale_id: str) -> bool:
-    """What the buy handler does: refuse without waiting, else take a token."""
+    """What the buy handler does: refuse without waiting, else take a token.
+
+    The token must be there when ``refuses()`` said so: ``acquire()`` is
+    stepped once by hand and fails the test at once if it would wait (with
+    the loop's clock frozen, a wait would never end, and no timeout on that
+    clock would fire either)."""
     if shield.refuses(sale_id):
         return False
-    await shield.acquire(sale_id)
-    return True
+    step = shield.acquire(sale_id)
+    try:
+        step.send(None)
+    except StopIteration:
+        return True
+    step.close()
+    pytest.fail(f"the shield of {sale_id!r} said it had a token, then waited for one")
 
 
 async def test_local_shield_sizing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,1 @@
+"""The mutation check (make mutants): see __main__.py and catalogue.py."""
