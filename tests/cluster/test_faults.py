@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestClient
 from seckill.http.state import RUNTIME
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
-from tests.helpers.api import create_sale
+from tests.helpers.api import ADMIN, create_sale
 from tests.helpers.cluster import LocalCluster, slot_of
+from tests.helpers.gateway import until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fault]
 
@@ -170,6 +171,17 @@ async def test_a_killed_primary_fails_fast_and_the_others_keep_selling(
         assert took < 5, took  # quickly: refused connections, not timeouts
         alive = [a for a in during if a[0] != sales[2]]
         assert {a[2] for a in alive} == {202}, Counter(a[2] for a in alive)
+
+        # the gateway still serves (its other sales): ready, its event listener
+        # on a live primary; and an event still goes out
+        async def ready() -> bool:
+            return (await cluster_client.get("/readyz")).status == 200
+
+        await until(ready, 5, "/readyz 200 with one primary down")
+        resp = await cluster_client.put(
+            f"/admin/v1/sales/{sales[0]}", json={"name": "renamed"}, headers=ADMIN
+        )
+        assert resp.status == 200, await resp.text()
     finally:
         local_cluster.restart(2)
     after = await crowd(cluster_client, [(s, f"c{i}") for i in range(40) for s in sales])
