@@ -219,7 +219,13 @@ class BoundedRedisCluster(RedisCluster):
         serving the channel's slot first (redis-py would only ever try that
         one): an event still goes out while one primary is down. A publish
         whose answer was lost may go out twice; events are idempotent."""
-        owner = self.get_node_from_key(channel)
+        try:
+            await self.initialize()
+            owner = self.get_node_from_key(channel)
+        except RedisClusterException as exc:  # no map yet, or the slot unserved
+            if not self.get_primaries():
+                raise _unreachable(exc) from exc
+            owner = None
         nodes = [owner, *(n for n in self.get_primaries() if n is not owner)]
         failure: Exception = RedisConnectionError("no Redis Cluster primary known")
         for node in nodes:
