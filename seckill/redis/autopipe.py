@@ -20,6 +20,12 @@ with :class:`NotSent` instead: it did not run, and never will. Any other
 failure leaves the command's fate unknown — Redis may have run it, or may
 still run it (a stalled server runs what it already received).
 
+In a Redis Cluster (:class:`AutoPipeline` with *seeds*) there is one such
+connection per primary, and a command goes to the primary serving its key
+(the slot map from ``CLUSTER SLOTS``). The redirections that prove a command
+did not run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) are followed; everything else
+above holds per connection (docs/architecture.md, "Redis Cluster").
+
 The pipeline also keeps an estimate of Redis's clock (:meth:`AutoPipeline.redis_now_ms`):
 ``TIME`` is sent with every new connection and every ``CLOCK_SYNC`` seconds after, and
 the offset to this host's monotonic clock kept. admit.lua's deadline is set
