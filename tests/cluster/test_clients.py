@@ -117,3 +117,35 @@ async def test_keyless_commands_go_to_any_primary(cluster_clients: RedisClients)
     seconds, _ = await cluster_clients.pipe.execute("TIME")
     assert abs(int(seconds) - time.time()) < 5
     assert abs(cluster_clients.pipe.redis_now_ms() - time.time() * 1000) < 5000
+
+
+async def test_ask_is_followed_on_the_same_connection(
+    local_cluster: LocalCluster, cluster_clients: RedisClients
+) -> None:
+    """A slot half migrated: a key not on the source any more is asked of the
+    target (ASKING, then the command, on one connection); the map is left as it is."""
+    pipe = cluster_clients.pipe
+    sale_id = local_cluster.sale_on(0)
+    key, slot = f"k{{{sale_id}}}", redis_py_slot_of(sale_id)
+    source, target = local_cluster.nodes[0], local_cluster.nodes[2]
+    assert await pipe.execute("SET", key, "before") == "OK"
+    source_id, target_id = local_cluster.node_id(0), local_cluster.node_id(2)
+    with source.client() as s, target.client() as t:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        s.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key)
+        try:
+            assert await pipe.execute("GET", key) == "before"  # asked of the target
+            assert await pipe.execute("SET", f"new{{{sale_id}}}", "x") == "OK"
+            assert pipe.redirected["ASK"] == 2
+            assert pipe.address_of(key) == source.address  # not moved yet
+            with target.client() as t2:
+                t2.execute_command("ASKING")
+                assert t2.get(f"new{{{sale_id}}}") == "x"
+        finally:  # hand the slot over, then the layout back
+            for node in local_cluster.nodes:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            local_cluster.wait_ok()
+    local_cluster.ensure_running()
+    assert local_cluster.node_of(key) is source
