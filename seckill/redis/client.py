@@ -114,18 +114,21 @@ def connect(url: str, *, pool_size: int = POOL_SIZE, timeout: float = TIMEOUT) -
         options.pop("port", None)
         options.pop("db", None)
         tls = options.pop("connection_class", None) is SSLConnection
+        settings: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            **options,  # the URL's options win, as with one server
+            "ssl": tls,
+            "decode_responses": True,
+            "retry": Retry(NoBackoff(), 0),
+            # a dead primary's slots stay down (no replica): the rest still serve
+            "require_full_coverage": False,
+        }
         client = BoundedRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in cluster.seeds],
             pool_size=pool_size,
             wait=timeout,
-            ssl=tls,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 0),
-            # a dead primary's slots stay down (no replica): the rest still serve
-            require_full_coverage=False,
-            **options,
+            **settings,
         )
         pipe = AutoPipeline(
             endpoint_of(ConnectionPool.from_url(cluster.node_url)), timeout, seeds=cluster.seeds
