@@ -149,3 +149,35 @@ async def test_ask_is_followed_on_the_same_connection(
             local_cluster.wait_ok()
     local_cluster.ensure_running()
     assert local_cluster.node_of(key) is source
+
+
+async def test_a_slot_nobody_serves_fails_not_sent_within_the_timeout(
+    local_cluster: LocalCluster,
+) -> None:
+    """CLUSTERDOWN (the slot unassigned everywhere): the map read again, then
+    NotSent within the timeout; the command never ran. The other slots still
+    serve."""
+    sale_id = local_cluster.sale_on(1)
+    key, slot = f"n{{{sale_id}}}", redis_py_slot_of(sale_id)
+    clients = connect(local_cluster.url, timeout=0.5)
+    try:
+        assert await clients.pipe.execute("INCR", key) == 1
+        for node in local_cluster.nodes:
+            with node.client() as c:
+                c.execute_command("CLUSTER", "DELSLOTS", slot)
+        started = time.monotonic()
+        # CLUSTERDOWN, the map read again: nobody serves the slot
+        with pytest.raises(NotSent, match="CLUSTERDOWN|no Redis Cluster primary serves"):
+            await clients.pipe.execute("INCR", key)
+        assert time.monotonic() - started < 1.5
+        assert clients.pipe.redirected["CLUSTERDOWN"] >= 1
+        other = f"n{{{local_cluster.sale_on(0)}}}"
+        assert await clients.pipe.execute("INCR", other) == 1
+    finally:
+        with local_cluster.nodes[1].client() as c:
+            c.execute_command("CLUSTER", "ADDSLOTS", slot)
+        await clients.aclose()
+    local_cluster.wait_ok()
+    with local_cluster.nodes[1].client() as c:
+        assert c.get(key) == "1"  # the refused INCR never ran
+    local_cluster.flush_all()
