@@ -167,7 +167,7 @@ async def test_a_slot_nobody_serves_fails_not_sent_within_the_timeout(
                 c.execute_command("CLUSTER", "DELSLOTS", slot)
         started = time.monotonic()
         # CLUSTERDOWN, the map read again: nobody serves the slot
-        with pytest.raises(NotSent, match="CLUSTERDOWN|no Redis Cluster primary serves"):
+        with pytest.raises(NotSent, match=r"CLUSTERDOWN|no Redis Cluster primary serves"):
             await clients.pipe.execute("INCR", key)
         assert time.monotonic() - started < 1.5
         assert clients.pipe.redirected["CLUSTERDOWN"] >= 1
