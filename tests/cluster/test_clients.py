@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError, TimeoutError
 from seckill.process.procs import free_port
 from seckill.redis.autopipe import NotSent, command_key, slot_of
 from seckill.redis.client import BoundedRedisCluster, RedisClients, connect
+from seckill.redis.scripts import Scripts
 from tests.helpers.cluster import LocalCluster
 from tests.helpers.cluster import slot_of as redis_py_slot_of
 from tests.helpers.gateway import until
@@ -181,3 +182,31 @@ async def test_a_slot_nobody_serves_fails_not_sent_within_the_timeout(
     with local_cluster.nodes[1].client() as c:
         assert c.get(key) == "1"  # the refused INCR never ran
     local_cluster.flush_all()
+
+
+async def test_noscript_on_the_primary_an_ask_leads_to(
+    local_cluster: LocalCluster, cluster_clients: RedisClients
+) -> None:
+    """A script sent on by ASK to a primary without it: loaded there too (every
+    primary gets the script when one lacks it) and sent again."""
+    scripts = Scripts(cluster_clients)
+    script = cluster_clients.redis.register_script("return redis.call('GET', KEYS[1])")
+    sale_id = local_cluster.sale_on(0)
+    key, slot = f"k{{{sale_id}}}", redis_py_slot_of(sale_id)
+    source, target = local_cluster.nodes[0], local_cluster.nodes[2]
+    assert await cluster_clients.pipe.execute("SET", key, "here") == "OK"
+    assert await scripts._run(script, [key], []) == "here"
+    with source.client() as s, target.client() as t:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", local_cluster.node_id(0))
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", local_cluster.node_id(2))
+        s.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key)
+        t.script_flush()
+        try:
+            assert await scripts._run(script, [key], []) == "here"
+            assert cluster_clients.pipe.redirected["ASK"] >= 2
+        finally:
+            for node in local_cluster.nodes:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", local_cluster.node_id(2))
+            local_cluster.wait_ok()
+    local_cluster.ensure_running()
