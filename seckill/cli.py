@@ -195,7 +195,28 @@ def cli() -> None:
     default=None,
     help="Bearer token GET /metrics requires (default: /metrics is open).",
 )
-def serve(**flags: Any) -> None:
+@option(
+    "log-format",
+    type=click.Choice(["text", "json"]),
+    default=DEFAULTS.log_format,
+    show_default=True,
+    help="Log lines: text, or json (one JSON object per line, for log shippers).",
+)
+@option(
+    "role",
+    type=click.Choice(["all", "gateway", "worker"]),
+    default=DEFAULTS.role,
+    show_default=True,
+    help="all: admit and deliver orders; gateway: admit only; worker: deliver only "
+    "(serves /healthz, /readyz and /metrics).",
+)
+@click.option(
+    "--check-config",
+    is_flag=True,
+    help="Validate the configuration, print it (secrets masked) and exit: 0 valid, "
+    "2 invalid. Neither serves nor connects.",
+)
+def serve(check_config: bool, **flags: Any) -> None:
     """Serve the gateway until SIGTERM/SIGINT."""
     env = os.environ
     try:
@@ -208,6 +229,15 @@ def serve(**flags: Any) -> None:
         ).validated()
     except ConfigError as exc:
         fail(str(exc))
+    if check_config:
+        from seckill.process.server import shown_settings
+
+        shown = shown_settings(settings)
+        width = max(map(len, shown))
+        for name, value in shown.items():
+            click.echo(f"{name.ljust(width)}  {value}")
+        click.echo("seckill: configuration OK")
+        return
     try:  # before anything in the data dir is touched: a second serve leaves it be
         lock = DataDirLock(
             settings.data_dir, shared=settings.redis_url is not None, port=settings.port
@@ -218,9 +248,9 @@ def serve(**flags: Any) -> None:
     from seckill.process.server import ServeError, serve
     from seckill.process.worker import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
-        serve(settings, _say)
+        serve(settings, _say_json if settings.log_format == "json" else _say)
     except EmbeddedGaveUp as exc:
         fail(str(exc), 1)
     except (ServeError, EmbeddedError) as exc:
@@ -308,6 +338,14 @@ def _say(line: str) -> None:
     """A line on stdout, flushed at once: scripts wait for "serving on"."""
     click.echo(line)
     sys.stdout.flush()
+
+
+def _say_json(line: str) -> None:
+    """``_say`` with ``--log-format json``: the line as the message of a JSON
+    log line, so that every line of output parses."""
+    from seckill.process.logs import json_line
+
+    _say(json_line(line))
 
 
 def _metrics_dir(path: Path) -> None:

@@ -56,6 +56,18 @@ BUY_REQUESTS = Counter(
     "Buy requests by outcome and sale ('' when the sale is unknown or not reached).",
     ["sale", "outcome"],
 )
+for _outcome in OUTCOMES:  # from 0, so that rate() counts the first buys too
+    BUY_REQUESTS.labels("", _outcome)
+#: the outcomes a buy of an existing sale can have: their series are made at 0
+#: for every sale with stock left (see prepare_sales)
+SALE_OUTCOMES = (
+    "admitted",
+    "sold_out",
+    "limit_reached",
+    "rate_limited",
+    "not_active",
+    "overloaded",
+)
 BUY_DURATION = Histogram(
     "seckill_buy_duration_seconds",
     "Time to answer a buy request, in the handler.",
@@ -66,6 +78,8 @@ RATE_LIMITED = Counter(
     "Buys refused by a token bucket: 'local' (this process, no Redis call) or 'cluster'.",
     ["layer"],
 )
+for _layer in RATE_LIMIT_LAYERS:  # every layer from 0: a rate() sees the first refusals
+    RATE_LIMITED.labels(_layer)
 
 REDIS_ERRORS = Counter(
     "seckill_redis_errors",
@@ -162,6 +176,19 @@ def count_delivery(started: float) -> None:
     _delivery_latency.observe(time.perf_counter() - started)
 
 
+def prepare_sales(sale_ids: list[str]) -> None:
+    """Make the buy counters of *sale_ids* (sales with stock left) exist at 0.
+
+    A counter series that first appears with the value N has no earlier
+    sample, so ``rate()`` misses those N buys: the first second of a flash
+    sale, exactly. Made at 0 once a scrape has seen the sale, its series are
+    there before its first buy. Bounded: the sales of ``/metrics`` (at most
+    1000) times SALE_OUTCOMES."""
+    for sale_id in sale_ids:
+        for outcome in SALE_OUTCOMES:
+            BUY_REQUESTS.labels(sale_id, outcome)
+
+
 def add_sampler(sample: Callable[[], None]) -> None:
     """Call *sample* (it sets live gauges) at every flush, until removed."""
     _samplers.append(sample)
@@ -206,10 +233,22 @@ async def flush_forever() -> None:
 class RedisState(Collector):
     """Gauges read from Redis just before a scrape (see ``render``)."""
 
-    def __init__(self, sales: dict[str, dict[str, str]], limits: dict[str, Any]) -> None:
-        self.sales, self.limits = sales, limits
+    def __init__(
+        self,
+        sales: dict[str, dict[str, str]],
+        limits: dict[str, Any] | None,
+        redis_up: bool = True,
+    ) -> None:
+        self.sales, self.limits, self.redis_up = sales, limits, redis_up
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "seckill_redis_up",
+            "1 when this scrape's reads of the Redis state succeeded, 0 when Redis did not"
+            " answer (the sale and limit gauges are then left out).",
+        )
+        up.add_metric([], 1.0 if self.redis_up else 0.0)
+        yield up
         stock = GaugeMetricFamily(
             "seckill_sale_stock_left", "Units left per sale.", labels=["sale"]
         )
@@ -222,12 +261,22 @@ class RedisState(Collector):
             "Orders parked as undetermined (stock held) awaiting an operator, per sale.",
             labels=["sale"],
         )
+        drift = GaugeMetricFamily(
+            "seckill_sale_reconciliation_drift",
+            "Units sold by the sale's counters (stock_total - stock_left) less the units its"
+            " users hold; 0 unless the books disagree. Only sales of at most 10000 holders.",
+            labels=["sale"],
+        )
         for sale_id, sale in sorted(self.sales.items()):
             stock.add_metric([sale_id], float(sale.get("stock_left") or 0))
             total.add_metric([sale_id], float(sale.get("stock_total") or 0))
             backlog.add_metric([sale_id], float(sale.get("backlog") or 0))
             undetermined.add_metric([sale_id], float(sale.get("undetermined") or 0))
-        yield from (stock, total, backlog, undetermined)
+            if "drift" in sale:
+                drift.add_metric([sale_id], float(sale["drift"]))
+        yield from (stock, total, backlog, undetermined, drift)
+        if self.limits is None:
+            return
         rate = GaugeMetricFamily(
             "seckill_limit_rate",
             "Token-bucket rate in requests/s; absent = unlimited.",
@@ -255,11 +304,14 @@ def _processes() -> CollectorRegistry:
     return processes
 
 
-def render(sales: dict[str, dict[str, str]], limits: dict[str, Any]) -> tuple[bytes, str]:
-    """The text exposition of every process's metrics plus the Redis state."""
+def render(
+    sales: dict[str, dict[str, str]], limits: dict[str, Any] | None, *, redis_up: bool = True
+) -> tuple[bytes, str]:
+    """The text exposition of every process's metrics plus the Redis state
+    (*limits* None and *redis_up* False: Redis did not answer)."""
     base = generate_latest(_processes())
     state = CollectorRegistry()
-    state.register(RedisState(sales, limits))
+    state.register(RedisState(sales, limits, redis_up))
     return base + generate_latest(state), CONTENT_TYPE_LATEST
 
 

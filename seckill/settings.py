@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from seckill.pipeline.consumer import PipelineOptions
 
 AuthMode = Literal["header", "jwt"]
+#: what a ``serve`` process does: admit and deliver, only admit, only deliver
+ROLES = ("all", "gateway", "worker")
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -75,13 +78,28 @@ class Settings:
     max_connections: int = 10_000
     #: bearer token GET /metrics requires (None: /metrics is open).
     metrics_token: str | None = field(default=None, repr=False)
+    #: "text" (one human line per record, the default) or "json" (one JSON
+    #: object per line: time, level, logger, message, sale_id/order_id).
+    log_format: str = "text"
+    #: "all" (admit and deliver), "gateway" (admit only), "worker" (deliver only).
+    role: str = "all"
+
+    @property
+    def admits(self) -> bool:
+        """This process serves the API (role all or gateway)."""
+        return self.role != "worker"
+
+    @property
+    def delivers(self) -> bool:
+        """This process runs the order pipeline (role all or worker)."""
+        return self.role != "gateway"
 
     @property
     def sink_url(self) -> str:
         return self.order_sink or f"sqlite:///{(self.data_dir / 'orders.db').resolve()}"
 
     def pipeline_options(self) -> PipelineOptions:
-        from seckill.pipeline.consumer import PipelineOptions
+        from seckill.pipeline.consumer import MAX_BLOCKING_READS, PipelineOptions
 
         return PipelineOptions(
             workers=self.order_workers,
@@ -91,6 +109,8 @@ class Settings:
             redis_timeout=self.redis_timeout,
             undetermined_after=self.undetermined_after,
             order_retention=self.order_retention,
+            # a blocking read holds a pooled connection: a quarter of the pool at most
+            blocking_reads=max(1, min(MAX_BLOCKING_READS, self.redis_pool_size // 4)),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -158,6 +178,8 @@ class Settings:
             raise ConfigError(
                 f"SECKILL_LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR, got {self.log_level!r}"
             )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be 'text' or 'json', got {self.log_format!r}")
         if self.redis_url is not None:
             scheme = urlsplit(self.redis_url).scheme
             if scheme in CLUSTER_SCHEMES:
@@ -170,6 +192,8 @@ class Settings:
                     "--redis-url must start with redis://, rediss://, unix://, "
                     f"redis+cluster:// or rediss+cluster://, got {self.redis_url!r}"
                 )
+        if self.role not in ROLES:
+            raise ConfigError(f"--role must be all, gateway or worker, got {self.role!r}")
         if self.redis_fsync not in ("always", "everysec"):
             raise ConfigError(
                 f"--redis-fsync must be 'always' or 'everysec', got {self.redis_fsync!r}"

@@ -72,7 +72,10 @@ def create_app(
             metrics_routes.routes,
             dashboard.routes,
             openapi_routes.routes,
-        ],
+        ]
+        if settings.admits
+        # a worker: the probes and the metrics; every other path is 404
+        else [health.routes, metrics_routes.routes],
     )
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -101,6 +104,9 @@ def create_app(
     def heartbeat(rt: Runtime) -> Coroutine[Any, Any, None]:
         return peers.heartbeat(rt.redis, peers.process_id(), rt.set_processes)
 
+    def watch_sales(rt: Runtime) -> Coroutine[Any, Any, None]:
+        return rt.watch_sales()
+
     async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[RUNTIME]
 
@@ -124,13 +130,14 @@ def create_app(
     def flush_metrics(rt: Runtime) -> Coroutine[Any, Any, None]:
         return metrics.flush_forever()
 
-    app.cleanup_ctx.extend(
-        [
-            runtime_ctx,
-            background(listen),
-            background(heartbeat),
-            background(flush_metrics),
-            pipeline_ctx,
-        ]
-    )
+    # a gateway admits (listens to events, counts itself in the shield's
+    # divisor); a worker delivers; role "all" does both
+    contexts: list[CleanupCtx] = [runtime_ctx, background(flush_metrics)]
+    if settings.admits:
+        contexts += [background(listen), background(heartbeat)]
+    if settings.delivers:
+        contexts.append(pipeline_ctx)
+    else:  # no pipeline to learn the sales from: the buy metrics' labels need them
+        contexts.append(background(watch_sales))
+    app.cleanup_ctx.extend(contexts)
     return app

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from seckill.aiotools import reraise_if_cancelling
 from seckill.core import limits
 from seckill.core.cache import SaleCache
 from seckill.core.shield import LocalShield
 from seckill.http.auth import Identify
 from seckill.pipeline.consumer import Pipeline
+from seckill.redis import keys
 from seckill.redis.client import RedisClients
 from seckill.redis.events import Listener
 from seckill.redis.scripts import Scripts
@@ -21,6 +25,9 @@ from seckill.schemas import Limits, encode
 from seckill.settings import Settings
 
 log = logging.getLogger("seckill.limits")
+
+#: seconds between reads of the sale index in a process without a pipeline
+SALES_INTERVAL = 1.0
 
 
 @dataclass(slots=True)
@@ -37,6 +44,24 @@ class Runtime:
     processes: int = 1
     listener: Listener | None = None
     pipeline: Pipeline | None = None
+    #: sale ids in the index, kept by ``watch_sales`` where no pipeline runs
+    sales: set[str] = field(default_factory=set)
+
+    @property
+    def known_sales(self) -> set[str]:
+        """The sales that exist (a buy's metrics label only those)."""
+        return self.pipeline.sales if self.pipeline is not None else self.sales
+
+    async def watch_sales(self) -> None:
+        """Without a pipeline (role gateway): re-read the sale index every
+        second, until cancelled."""
+        while True:
+            try:
+                self.sales = await self.redis.smembers(keys.SALES_INDEX)  # type: ignore[misc, assignment]
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                log.debug("could not read the sale index: %s", exc)
+            await asyncio.sleep(SALES_INTERVAL)
 
     @property
     def redis(self) -> Redis:

@@ -6,7 +6,23 @@ Per gateway process:
   ``GROUP`` under this process's consumer name, and puts entries into a
   bounded ``asyncio.Queue``; when the queue is full it stops reading, so a
   burst waits in the stream, never in RAM. At start it first re-reads the
-  entries still pending on its own name (a restart re-delivers them at once);
+  entries still pending on its own name (a restart re-delivers them at once).
+  Two ways to read (``PipelineOptions.per_stream``):
+
+  - *one multi-stream read* (single node, the default there): one blocking
+    XREADGROUP names every sale's stream — one connection and one command
+    however many sales, woken by the first entry of any;
+  - *one blocking read per stream* (Redis Cluster, where a multi-key
+    XREADGROUP across slots is refused with CROSSSLOT and every sale's stream
+    ``seckill:{sale}:orders`` is its own slot): a read loop per sale, each a
+    single-key XREADGROUP that redis-py routes to the stream's node. A
+    blocking read holds its connection for up to ``block_ms``, so at most
+    ``blocking_reads`` of them run at once in a process (a FIFO semaphore);
+    with more sales than that the loops take turns: while another loop waits
+    for a turn, a read blocks only ``ROTATE_BLOCK_MS``. Connections held by
+    reads stay at ``blocking_reads`` whatever the number of sales, and an
+    idle stream is read again within about ``sales / blocking_reads ×
+    ROTATE_BLOCK_MS``; a stream with entries is read back to back;
 - ``workers`` tasks take entries and deliver them to the sink (timeout per
   try, exponential backoff with jitter, a retry budget); success runs
   confirm.lua (begin.lua first reads the order and counts the try, so that
@@ -28,9 +44,17 @@ Per gateway process:
 - the **keeper** re-claims this process's held entries to itself every few
   seconds (XCLAIM … JUSTID), so an entry that waits in a slow queue never
   looks idle to other processes;
-- the **reclaimer** takes over entries idle longer than ``IDLE_TIMEOUT`` —
-  those of a dead process — with XAUTOCLAIM; it runs cluster-wide once at a
-  time under redis-py's ``Lock``.
+- the **reclaimer** takes over entries idle longer than ``IDLE_TIMEOUT_MS`` —
+  those of a dead process — with XAUTOCLAIM, every ``RECLAIM_INTERVAL``; per
+  stream, under a redis-py ``Lock`` of that stream (``reclaim_lock``: the
+  sale's hash tag, so on the stream's node) so one process at a time claims a
+  stream's idle entries while others may claim other streams — and a lost
+  node stops only the reclaiming of its own streams. A dead process's entries
+  are idle at most ``KEEP_INTERVAL`` when it dies, claimable
+  ``IDLE_TIMEOUT_MS`` later, and taken by the next pass of a living process:
+  within ``IDLE_TIMEOUT_MS + RECLAIM_INTERVAL`` (20 s; the lock of a process
+  that died holding it expires after ``2 × RECLAIM_INTERVAL``, sooner), given
+  room in that process's queue.
 
 Shutdown: stop reading, let in-flight deliveries finish within a deadline,
 leave the rest pending in the stream (delivered after restart; sinks are
@@ -44,7 +68,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -68,7 +92,11 @@ RECLAIM_INTERVAL = 5.0
 KEEP_INTERVAL = 4.0
 #: seconds between looks at the sale index for new sales.
 DISCOVER_INTERVAL = 1.0
-RECLAIM_LOCK = f"{keys.PREFIX}:lock:reclaimer"
+#: blocking stream reads at once per process in per-stream mode (the default
+#: of ``PipelineOptions.blocking_reads``), and the block (ms) of a read while
+#: another stream waits for its turn
+MAX_BLOCKING_READS = 16
+ROTATE_BLOCK_MS = 50
 BACKOFF_BASE, BACKOFF_CAP = 0.1, 10.0
 #: seconds between rounds of an order whose delivery outcome is unknown
 ROUND_BACKOFF_BASE, ROUND_BACKOFF_CAP = 1.0, 300.0
@@ -133,6 +161,16 @@ class PipelineOptions:
     undetermined_after: float = 3600.0
     #: seconds a final order hash is kept (0 = forever)
     order_retention: int = 7 * 86_400
+    #: one blocking read per stream (True), one multi-stream read (False), or
+    #: per stream exactly in cluster mode (None)
+    per_stream: bool | None = None
+    #: per-stream mode: blocking reads (each a held connection) at once
+    blocking_reads: int = MAX_BLOCKING_READS
+
+
+def reclaim_lock(sale_id: str) -> str:
+    """The reclaimer's lock of one sale's stream (its hash tag: the stream's slot)."""
+    return f"{keys.PREFIX}:{{{sale_id}}}:reclaimer"
 
 
 class Pipeline:
@@ -158,6 +196,16 @@ class Pipeline:
         # a blocking read must end well before the socket timeout
         self.block_ms = max(10, min(1000, int(options.redis_timeout * 500)))
         self.queue: asyncio.Queue[Entry] = asyncio.Queue(options.queue_size)
+        per_stream = options.per_stream
+        if per_stream is None:
+            per_stream = clients.cluster
+        self.per_stream = per_stream
+        self.blocking_reads = max(1, options.blocking_reads)
+        self._read_turns = asyncio.Semaphore(self.blocking_reads)
+        #: per-stream read loops waiting for a turn
+        self._waiting_turns = 0
+        #: per-stream mode: the read loop of each sale
+        self._readers: dict[str, asyncio.Task[None]] = {}
         self.on_released = on_released
         self.sales: set[str] = set()
         #: entries read by this process and not yet acknowledged, per sale
@@ -174,11 +222,20 @@ class Pipeline:
         return (
             bool(self._workers)
             and not self.stopping
-            and all(not t.done() for t in self._tasks + self._workers)
+            and all(
+                not t.done() for t in self._tasks + self._workers + list(self._readers.values())
+            )
         )
 
     async def start(self) -> None:
         await self.sink.start()
+        if self.per_stream:
+            log.info(
+                "order reader: one blocking read per stream, at most %d at once",
+                self.blocking_reads,
+            )
+        else:
+            log.info("order reader: one blocking read of every stream")
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="pipeline-reader"),
             asyncio.create_task(self._keep_loop(), name="pipeline-keeper"),
@@ -195,7 +252,7 @@ class Pipeline:
         """Stop intake, let in-flight deliveries finish within *deadline* seconds."""
         self.stopping = True
         self._stopped.set()
-        if not await cancel_and_wait(self._tasks, deadline):
+        if not await cancel_and_wait(self._tasks + list(self._readers.values()), deadline):
             log.warning("a pipeline task did not stop in %.0fs; left behind", deadline)
         # idle workers wait on the queue: cancel them; busy ones finish their order
         for task in self._workers:
@@ -228,14 +285,25 @@ class Pipeline:
     # -- reading ---------------------------------------------------------------
 
     async def _discover(self) -> list[str]:
-        """New sales in the index; their consumer groups exist afterwards."""
+        """New sales in the index; their consumer groups exist afterwards. A
+        sale whose group cannot be made now (its node is down, in a cluster)
+        is left for a later look, without holding up the others."""
         found: set[str] = await self.redis.smembers(keys.SALES_INDEX)  # type: ignore[misc, assignment]
-        new = sorted(found - self.sales)
-        for sale_id in new:
-            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+        new = []
+        for sale_id in sorted(found - self.sales):
+            try:
                 await self.redis.xgroup_create(keys.stream(sale_id), GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # BUSYGROUP: it exists already
+                    log.warning("sale %s: cannot read it yet (%s)", sale_id, one_line(exc))
+                    continue
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                log.warning("sale %s: cannot read it yet (%s)", sale_id, one_line(exc))
+                continue
             self.held.setdefault(sale_id, set())
-        self.sales.update(new)
+            self.sales.add(sale_id)
+            new.append(sale_id)
         return new
 
     async def _read_own_pending(self, sale_id: str) -> None:
@@ -252,7 +320,9 @@ class Pipeline:
                 await self._enqueue(sale_id, entry_id, fields)
                 last = entry_id
 
-    async def _enqueue(self, sale_id: str, entry_id: str, fields: dict[str, str] | None) -> None:
+    async def _enqueue(self, sale_id: str, entry_id: str, fields: dict[str, str] | None) -> bool:
+        """Queue an entry (waits while the queue is full); False when it was
+        not queued: malformed (acknowledged), or held here already."""
         try:
             order = Order(
                 order_id=fields["order_id"],  # type: ignore[index]
@@ -264,30 +334,38 @@ class Pipeline:
         except (TypeError, KeyError, ValueError):  # deleted or foreign entry: just ack it
             log.warning("skipping malformed stream entry %s of sale %s", entry_id, sale_id)
             await self.scripts.ack(sale_id, GROUP, entry_id)
-            return
+            return False
         held = self.held.setdefault(sale_id, set())
         if entry_id in held:
-            return
+            return False
         held.add(entry_id)
         await self.queue.put(Entry(sale_id, entry_id, order))
+        return True
 
     async def _read_loop(self) -> None:
+        """Discover sales; read them all in one command (or start a read loop
+        per sale in per-stream mode)."""
         next_discovery = 0.0
         while not self.stopping:
             try:
                 if time.monotonic() >= next_discovery:
                     for sale_id in await self._discover():
-                        await self._read_own_pending(sale_id)
+                        if self.per_stream:  # the sale's loop reads its own pending first
+                            self._readers[sale_id] = asyncio.create_task(
+                                self._stream_loop(sale_id), name=f"pipeline-reader-{sale_id}"
+                            )
+                        else:
+                            await self._read_own_pending(sale_id)
                     next_discovery = time.monotonic() + DISCOVER_INTERVAL
-                if not self.sales:
-                    await asyncio.sleep(DISCOVER_INTERVAL)
+                if self.per_stream or not self.sales:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopped.wait(), DISCOVER_INTERVAL)
                     continue
-                free = self.queue.maxsize - self.queue.qsize()
                 reply: Any = await self.redis.xreadgroup(
                     GROUP,
                     self.consumer,
                     {keys.stream(s): ">" for s in sorted(self.sales)},
-                    count=max(1, min(free, 500)),
+                    count=self._count(),
                     block=self.block_ms,
                 )
                 for stream, entries in reply or []:
@@ -301,6 +379,54 @@ class Pipeline:
                 if self.stopping:
                     return
                 log.warning("order reader: Redis error (%s); retrying", one_line(exc))
+                await asyncio.sleep(1.0)
+
+    def _count(self) -> int:
+        """Entries to ask for: what the queue has room for, within 1..500."""
+        return max(1, min(self.queue.maxsize - self.queue.qsize(), 500))
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One of the ``blocking_reads`` turns of per-stream reading."""
+        self._waiting_turns += 1
+        try:
+            await self._read_turns.acquire()
+        finally:
+            self._waiting_turns -= 1
+        try:
+            yield
+        finally:
+            self._read_turns.release()
+
+    async def _stream_loop(self, sale_id: str) -> None:
+        """Per-stream mode: read one sale's stream, a blocking read at a time
+        within the process's ``blocking_reads`` turns."""
+        stream = keys.stream(sale_id)
+        own_pending_read = False
+        while not self.stopping:
+            try:
+                if not own_pending_read:
+                    async with self._turn():  # a burst of new sales: a few at a time
+                        await self._read_own_pending(sale_id)
+                    own_pending_read = True
+                async with self._turn():
+                    # others waiting for a turn: a short block, then theirs
+                    block = ROTATE_BLOCK_MS if self._waiting_turns else self.block_ms
+                    reply: Any = await self.redis.xreadgroup(
+                        GROUP, self.consumer, {stream: ">"}, count=self._count(), block=block
+                    )
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        if self.stopping:
+                            return
+                        await self._enqueue(sale_id, entry_id, fields)  # waits when full
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                if self.stopping:
+                    return
+                log.warning(
+                    "order reader of sale %s: Redis error (%s); retrying", sale_id, one_line(exc)
+                )
                 await asyncio.sleep(1.0)
 
     # -- keeping and reclaiming -------------------------------------------------------
@@ -330,38 +456,51 @@ class Pipeline:
 
     async def reclaim(self, idle_ms: int | None = None) -> int:
         """One pass: take over entries idle for *idle_ms* (default
-        ``IDLE_TIMEOUT_MS``), once at a time cluster-wide."""
+        ``IDLE_TIMEOUT_MS``), stream by stream, each under its own lock."""
         if idle_ms is None:
             idle_ms = IDLE_TIMEOUT_MS
-        lock = self.redis.lock(RECLAIM_LOCK, timeout=RECLAIM_INTERVAL * 2, blocking=False)
-        if not await lock.acquire():
-            return 0
         taken = 0
-        try:
-            for sale_id in sorted(self.sales):
-                start = "0-0"
-                while not self.stopping:
-                    free = self.queue.maxsize - self.queue.qsize()
-                    if free <= 0:
-                        return taken
-                    claimed: Any = await self.redis.xautoclaim(
-                        keys.stream(sale_id), GROUP, self.consumer, idle_ms, start, count=free
-                    )
-                    start, entries = claimed[0], claimed[1]
-                    for entry_id, fields in entries:
-                        await self._enqueue(sale_id, entry_id, fields)
-                    taken += len(entries)
-                    await lock.reacquire()  # extend while held
-                    if start in ("0-0", b"0-0"):
-                        break
-        finally:
-            with contextlib.suppress(LockError, RedisError, OSError):
-                await lock.release()
+        sales = list(self.sales)
+        random.shuffle(sales)  # processes that meet at one stream's lock part at the next
+        for sale_id in sales:
+            if self.stopping or self.queue.maxsize - self.queue.qsize() <= 0:
+                break
+            try:
+                taken += await self._reclaim_stream(sale_id, idle_ms)
+            except (RedisError, OSError) as exc:  # that stream's node: the others go on
+                reraise_if_cancelling()
+                log.warning("order reclaimer, sale %s: Redis error (%s)", sale_id, one_line(exc))
         if taken:
             log.info(
                 "took over %d idle pending order(s): a stopped consumer's, or due for a retry",
                 taken,
             )
+        return taken
+
+    async def _reclaim_stream(self, sale_id: str, idle_ms: int) -> int:
+        lock = self.redis.lock(reclaim_lock(sale_id), timeout=RECLAIM_INTERVAL * 2, blocking=False)
+        if not await lock.acquire():
+            return 0
+        taken = 0
+        try:
+            start = "0-0"
+            while not self.stopping:
+                free = self.queue.maxsize - self.queue.qsize()
+                if free <= 0:
+                    break
+                claimed: Any = await self.redis.xautoclaim(
+                    keys.stream(sale_id), GROUP, self.consumer, idle_ms, start, count=free
+                )
+                start, entries = claimed[0], claimed[1]
+                for entry_id, fields in entries:
+                    # an entry held here already (idle 0 claims those too) is no takeover
+                    taken += await self._enqueue(sale_id, entry_id, fields)
+                if start in ("0-0", b"0-0"):
+                    break
+                await lock.reacquire()  # extend while held
+        finally:
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.release()
         return taken
 
     # -- delivering -------------------------------------------------------------------

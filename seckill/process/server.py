@@ -34,9 +34,10 @@ log = logging.getLogger("seckill.server")
 
 
 #: the line ``serve`` prints once every process is ready; the launcher reads it
+#: (with ``--log-format json`` it is the message of a JSON line, the last key)
 SERVING_RE = re.compile(
-    r"^seckill: serving on (?P<url>\S+) \((?P<processes>\d+) process\(es\), "
-    r"Redis at (?P<redis_url>\S+)\)$",
+    r'^(?:\{.*"message": ")?seckill: serving on (?P<url>\S+) \((?P<processes>\d+) '
+    r'process\(es\), Redis at (?P<redis_url>[^\s"]+)\)(?:"\})?$',
     re.MULTILINE,
 )
 
@@ -55,6 +56,41 @@ def redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+#: settings whose values are secrets: shown as *** (or "none")
+SECRETS = ("admin_token", "jwt_secret", "metrics_token")
+_PASSWORD_PARAM = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass)=)[^&;]*")
+
+
+def masked(url: str) -> str:
+    """*url* with its password masked: in the user part and in a
+    ``password=`` query parameter (libpq-style DSNs)."""
+    shown = redact(url)
+    parts = urlsplit(shown)
+    if parts.query:
+        shown = urlunsplit(parts._replace(query=_PASSWORD_PARAM.sub(r"\1***", parts.query)))
+    return shown
+
+
+def shown_settings(settings: Settings) -> dict[str, str]:
+    """Every setting as the operator would write it, secrets and passwords
+    masked (``seckill serve --check-config``)."""
+    shown: dict[str, str] = {}
+    for name, value in vars(settings).items():
+        if name == "admin_token" and value is None:
+            shown[name] = "generated at start"
+        elif name in SECRETS:
+            shown[name] = "none" if value is None else "***"
+        elif name == "redis_url":
+            shown[name] = "embedded" if value is None else masked(value)
+        elif name == "order_sink":
+            shown[name] = masked(settings.sink_url)
+        elif value is None:
+            shown[name] = "none"
+        else:
+            shown[name] = str(value)
+    return shown
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -178,8 +214,11 @@ def serve(settings: Settings, out: Callable[[str], None]) -> None:
         admin_token = settings.admin_token
         if admin_token is None:
             admin_token = secrets.token_urlsafe(24)
-            out(f"seckill: generated admin token (shown once): {admin_token}")
-            log.warning("no SECKILL_ADMIN_TOKEN set: a new admin token is generated at every start")
+            if settings.admits:  # a worker has no admin API
+                out(f"seckill: generated admin token (shown once): {admin_token}")
+                log.warning(
+                    "no SECKILL_ADMIN_TOKEN set: a new admin token is generated at every start"
+                )
         log_settings(settings, redis_url, settings.admin_token is None)
         if settings.auth == "header":
             log.warning(

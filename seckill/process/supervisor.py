@@ -54,7 +54,7 @@ def _worker_main(
 ) -> None:
     """Entry point of a spawned gateway child."""
     die_with_parent(parent)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # SIGUSR1 prints every thread's stack to stderr (the log): the supervisor
     # sends it to a child that is not ready in time, so the log says where it hangs
     faulthandler.register(signal.SIGUSR1, all_threads=True)

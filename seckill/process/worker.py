@@ -11,7 +11,6 @@ import gc
 import logging
 import resource
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from aiohttp import web
 from seckill.http.app import create_app
 from seckill.http.state import SERVER_PROBLEM
 from seckill.pipeline.sinks import SinkError
+from seckill.process import logs
 from seckill.process.connections import ConnectionGuard, GuardedSite
 from seckill.process.embedded import ServerState
 from seckill.settings import Settings
@@ -34,13 +34,9 @@ class ServeError(RuntimeError):
     """The gateway cannot start; the message is one line for the operator."""
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-        force=True,
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """--log-format *fmt* at *level* (see :mod:`seckill.process.logs`)."""
+    logs.configure_logging(level, fmt)
 
 
 def freeze_startup_objects() -> None:

@@ -9,6 +9,13 @@ Every gateway process listens on one channel for:
 When the listener's connection drops, anything may have been missed, so on
 every (re)subscribe it calls ``on_subscribed`` (the process forgets all it
 cached and re-reads the limits).
+
+In a Redis Cluster this is still classic PUBLISH/SUBSCRIBE: a message
+published on any node is broadcast over the cluster bus to every node, so a
+subscription on any one node sees every event (tests/cluster prove it). The
+listener subscribes on one primary and, after a lost connection, on the next
+one in turn: a dead node does not silence the events for the other gateways
+or for this one.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from seckill.aiotools import reraise_if_cancelling
@@ -46,7 +55,7 @@ class Listener:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         on_sale_changed: Callable[[str], None],
         on_limits_changed: Callable[[], Awaitable[None]],
@@ -60,8 +69,16 @@ class Listener:
         self.subscribed = False
 
     async def run(self) -> None:
+        attempt = 0
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            attempt += 1
+            try:
+                pubsub = await self._pubsub(attempt)
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                log.debug("event listener: no node to subscribe on (%s)", exc)
+                await asyncio.sleep(RECONNECT_DELAY)
+                continue
             try:
                 await pubsub.subscribe(keys.EVENTS_CHANNEL)
                 await self.on_subscribed()
@@ -78,6 +95,15 @@ class Listener:
                 await asyncio.sleep(RECONNECT_DELAY)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _pubsub(self, attempt: int) -> PubSub:
+        """A pub/sub of the client; in a cluster, on the primaries in turn."""
+        if not isinstance(self.redis, RedisCluster):
+            return self.redis.pubsub(ignore_subscribe_messages=True)
+        await self.redis.initialize()
+        nodes = sorted(self.redis.get_primaries(), key=lambda n: n.name)
+        node = nodes[attempt % len(nodes)]
+        return self.redis.pubsub(node=node, ignore_subscribe_messages=True)
 
     async def _handle(self, data: object) -> None:
         try:

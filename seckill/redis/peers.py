@@ -1,6 +1,8 @@
 """How many gateway processes are alive, cluster-wide (sizes the local shield).
 
-Each process adds itself with a timestamp to the sorted set
+Each process that admits buys (``serve --role all`` or ``gateway``; a
+``worker`` never beats: it takes no buys, so it must not shrink the shares)
+adds itself with a timestamp to the sorted set
 ``seckill:gateways`` every ``INTERVAL`` seconds and counts the members seen
 within ``TTL``; a process that died drops out after ``TTL``.
 """

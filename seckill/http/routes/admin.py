@@ -80,6 +80,7 @@ async def put_sale(request: web.Request) -> web.Response:
         result.sale.get("stock_left"),
         result.sale.get("stock_total"),
         result.sale.get("per_user_limit"),
+        extra={"sale_id": sale_id},
     )
     return json_response(admin_view(sale_id, result.sale, now_ms()), status)
 
@@ -167,6 +168,11 @@ async def cancel_order(request: web.Request) -> web.Response:
                 "The order is undetermined: settle it (confirm or release) instead."
             )
         raise errors.OrderNotCancellable(f"The order is already {status}.")
+    log.info(
+        "order %s cancelled by an operator: its stock returned",
+        order_id,
+        extra={"sale_id": sale_id, "order_id": order_id},
+    )
     rt.cache.changed(sale_id)
     await publish_sale_changed(rt.redis, sale_id)
     return json_response(order_view(order))
@@ -237,6 +243,7 @@ async def settle_order(request: web.Request) -> web.Response:
         "order %s settled by an operator: %s",
         order_id,
         "confirmed" if body.outcome == "confirm" else "released, its stock returned",
+        extra={"sale_id": sale_id, "order_id": order_id},
     )
     if body.outcome == "release":
         rt.cache.changed(sale_id)

@@ -129,9 +129,7 @@ async def buy(request: web.Request) -> web.Response:
             metrics.REDIS_ERRORS.inc()
             metrics.count_buy("", "unavailable", started)
         return error_answer(request, exc)
-    pipeline = rt.pipeline
-    known = pipeline is not None and sale_id in pipeline.sales
-    metrics.count_buy(sale_id if known else "", outcome, started)
+    metrics.count_buy(sale_id if sale_id in rt.known_sales else "", outcome, started)
     return response
 
 
@@ -143,7 +141,7 @@ def _answer(
     if outcome is Admit.OK or outcome is Admit.REPLAY:
         if result.stock_left == 0:
             # exactly one admission takes the last unit: one log line per sell-out
-            log.info("sale %s sold out", sale_id)
+            log.info("sale %s sold out", sale_id, extra={"sale_id": sale_id})
             rt.cache.mark_sold_out(sale_id, generation)
         return _accepted(sale_id, result), "admitted"
     if outcome is Admit.SOLD_OUT:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from seckill.http.responses import REDIS_DOWN, error_response, json_response
-from seckill.http.state import RUNTIME, SERVER_PROBLEM
+from seckill.http.state import RUNTIME, SERVER_PROBLEM, SETTINGS
 from seckill.schemas import Health, Ready
 
 routes = web.RouteTableDef()
@@ -35,7 +35,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """200 when the embedded server (if any) is up, both Redis clients answer
     (the pooled one and the hot path's auto-pipeline), the event listener is
-    subscribed and the order workers run."""
+    subscribed (roles all and gateway) and the order workers run (roles all
+    and worker)."""
     problem = _server_problem(request)
     if problem is not None:
         return error_response(503, "unavailable", problem, 1)
@@ -44,8 +45,9 @@ async def readyz(request: web.Request) -> web.Response:
         await rt.clients.ping()
     except REDIS_DOWN:
         return error_response(503, "unavailable", "Redis does not answer.", 1)
-    if not rt.listening:
+    settings = request.app[SETTINGS]
+    if settings.admits and not rt.listening:
         return error_response(503, "unavailable", "Not subscribed to events yet.", 1)
-    if rt.pipeline is None or not rt.pipeline.running:
+    if settings.delivers and (rt.pipeline is None or not rt.pipeline.running):
         return error_response(503, "unavailable", "The order workers are not running.", 1)
     return json_response(Ready("ready"))

@@ -1,0 +1,94 @@
+"""``serve --role``, in process: a worker serves only the probes and
+/metrics, a gateway admits without delivering, and the local shield divides
+the rate by the live gateways only."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from seckill.http.state import RUNTIME
+from seckill.pipeline.consumer import GROUP
+from seckill.redis import keys
+from tests.helpers.api import ADMIN, admin_sale, create_sale, crowd
+from tests.helpers.gateway import until
+from tests.helpers.webhook import Webhook
+from tests.pipeline.conftest import Client, MakeClient
+
+#: what a worker does not serve: the buy and order routes, the admin API, the
+#: dashboard and the API description
+NOT_ON_A_WORKER = [
+    ("POST", "/api/v1/sales/s1/orders"),
+    ("GET", "/api/v1/sales/s1"),
+    ("GET", "/api/v1/orders/s1.AAAAAAAAAAAAAAAA"),
+    ("GET", "/admin/v1/sales"),
+    ("PUT", "/admin/v1/sales/s1"),
+    ("POST", "/admin/v1/orders/s1.AAAAAAAAAAAAAAAA/cancel"),
+    ("GET", "/admin/v1/limits"),
+    ("GET", "/dashboard"),
+    ("GET", "/openapi.json"),
+    ("GET", "/"),
+]
+
+
+async def test_a_worker_serves_only_the_probes_and_metrics(make_client: MakeClient) -> None:
+    worker = await make_client(role="worker")
+    for path in ("/healthz", "/readyz", "/metrics"):
+        resp = await worker.get(path)
+        assert resp.status == 200, (path, await resp.text())
+    for method, path in NOT_ON_A_WORKER:
+        resp = await worker.request(method, path, headers={**ADMIN, "X-User-Id": "u"}, json={})
+        assert resp.status == 404, (method, path)
+        assert await resp.json() == {"error": "not_found", "message": "No such resource."}
+    rt = worker.app[RUNTIME]
+    assert rt.pipeline is not None and rt.pipeline.running
+    assert rt.listener is not None and not rt.listening  # no events to listen to
+
+
+async def test_a_gateway_admits_and_a_worker_delivers(
+    make_client: MakeClient, redis: Redis, webhook: Webhook
+) -> None:
+    gateway = await make_client(role="gateway", order_sink=webhook.url)
+    assert (await gateway.get("/readyz")).status == 200  # ready without a pipeline
+    assert gateway.app[RUNTIME].pipeline is None
+    await create_sale(gateway, "r1", stock=20)
+    admitted = await crowd(gateway, "r1", [f"u{i}" for i in range(25)])
+    assert len(admitted) == 20
+    # nobody reads the stream: every entry waits there, not even a group to read it
+    assert await redis.xlen(keys.stream("r1")) == 20
+    assert await redis.xinfo_groups(keys.stream("r1")) == []
+    assert webhook.raw == 0
+    assert (await admin_sale(gateway, "r1"))["backlog"] == 20
+    # the buy metrics know the sale without a pipeline
+    await until(lambda: "r1" in gateway.app[RUNTIME].known_sales, 5, "the sale index read")
+
+    await make_client(role="worker", order_sink=webhook.url)
+    wanted = {o["order_id"] for o in admitted}
+    await until(lambda: webhook.delivered == wanted, 20, "every order delivered")
+    assert set(webhook.by_key.values()) == {1}
+    await until(lambda: _confirmed(gateway, "r1", 20), 10, "every order confirmed")
+    assert (await redis.xpending(keys.stream("r1"), GROUP))["pending"] == 0
+
+
+async def _confirmed(client: Client, sale: str, n: int) -> bool:
+    return (await admin_sale(client, sale))["orders"]["confirmed"] == n
+
+
+async def test_the_shield_divides_by_the_gateways_only(
+    make_client: MakeClient, redis: Redis
+) -> None:
+    gateway = await make_client(role="gateway")
+    both = await make_client(role="all")
+    workers = [await make_client(role="worker") for _ in range(2)]
+    for client in (gateway, both):
+        rt = client.app[RUNTIME]
+        await until(lambda rt=rt: rt.processes == 2, 5, "two live gateways counted")
+    assert await redis.zcard(keys.GATEWAYS) == 2
+    for worker in workers:
+        assert worker.app[RUNTIME].processes == 1  # a worker never counts (nor beats)
+    # the shield's share: the rate split over the two gateways, times the headroom
+    resp = await gateway.put("/admin/v1/limits", json={"rate": 100, "burst": 10}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    rt = gateway.app[RUNTIME]
+    await until(lambda: rt.shield.rate is not None, 5, "the limits applied")
+    assert rt.shield.rate == pytest.approx(100 * 2.0 / 2)
