@@ -23,10 +23,10 @@ import time
 from typing import Any, NoReturn
 
 import click
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from loadtest import cli
+from seckill.redis.client import connect
 from seckill.redis.keys import valid_id
 from seckill.tools.invariants import (
     ADMIN_ONLY_NOTE,
@@ -51,17 +51,16 @@ def fail(message: str) -> NoReturn:
 async def _redis_checks(
     redis_url: str, sale: str, sink: str | None, require_drained: bool, wait: float | None
 ) -> list[Check]:
-    redis = Redis.from_url(
-        redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
-    )
+    # the gateway's own client: redis:// or, for a cluster, redis+cluster://
+    clients = connect(redis_url, pool_size=8, timeout=10)
+    redis = clients.redis
     try:
         await redis.ping()
         if wait is not None:
             await wait_drained(redis, sale, wait)
         return await check_sale(redis, sale, sink_url=sink, require_drained=require_drained)
     finally:
-        await redis.aclose()
-        await redis.connection_pool.disconnect()
+        await clients.aclose()
 
 
 def _admin_view_drained(url: str, token: str, sale: str, wait: float | None) -> dict[str, Any]:
@@ -137,7 +136,7 @@ def main(
             note = ADMIN_ONLY_NOTE
     except CheckError as exc:
         fail(str(exc))
-    except (RedisError, OSError, ValueError) as exc:
+    except (RedisError, RedisClusterException, OSError, ValueError) as exc:
         fail(f"cannot check through Redis at {redis_url}: {exc}")
     for check in checks:
         click.echo(check.line())

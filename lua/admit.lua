@@ -38,6 +38,10 @@
 --   {8 OVERLOADED, backlog}              backlog = the sale's n_queued
 --   {9 REPLAY, order_id, quantity, status, created_at_ms}
 --   {10 LATE, now_ms}                     past the deadline: nothing done
+--   {12 BUCKETED, buckets, tags}          KEYS[1] is the home hash of a sale
+--                                         with buckets > 1: nothing done; buy
+--                                         in the user's bucket (tags are
+--                                         space-separated)
 --
 -- Invariants kept: stock_left never goes below 0; a user's units never exceed
 -- per_user_limit; every admitted order is in the stream (and its hash exists)
@@ -57,7 +61,10 @@ local user, qty, order_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local has_idem = ARGV[4] ~= ""
 
 local sale = redis.call('HMGET', sale_key,
-  'stock_left', 'starts_at', 'ends_at', 'per_user_limit', 'n_queued')
+  'stock_left', 'starts_at', 'ends_at', 'per_user_limit', 'n_queued', 'buckets')
+if sale[6] then
+  return {12, tonumber(sale[6]), redis.call('HGET', sale_key, 'tags')}
+end
 if not sale[1] then
   return {4}
 end

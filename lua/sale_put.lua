@@ -4,9 +4,12 @@
 --
 -- ARGV[1]  JSON object with any of: name (string), stock (int >= 0),
 --          starts_at (ms, or null = now), ends_at (ms, or null = open-ended),
---          per_user_limit (int >= 1). The caller has checked types and ranges.
+--          per_user_limit (int >= 1), buckets (int 1..64). The caller has
+--          checked types and ranges.
 -- ARGV[2]  now in ms, or "" to use Redis TIME
 -- ARGV[3]  sale id (the default name)
+-- ARGV[4]  the bucket tags, space-separated, when creating a sale with
+--          buckets > 1 (else "")
 --
 -- Returns {code, field1, value1, ...} (code = seckill.scripts.SalePut; the
 -- pairs are the sale hash after the call):
@@ -14,9 +17,17 @@
 --   {2 MISSING_STOCK}          a new sale needs "stock"
 --   {3 BAD_WINDOW}             ends_at is not after starts_at
 --   {4 STOCK_CONFLICT, sold}   the new total is below the units already sold
+--                              (with buckets: below the units not in the pool)
+--   {5 BUCKETS_IMMUTABLE, n}   buckets given differs from the sale's n
 --
 -- Invariant kept: stock_left = stock_total - sold, with sold unchanged by an
 -- update, so stock_left moves by exactly the difference and never below 0.
+--
+-- A sale with buckets > 1 keeps no stock_left here but a "pool" (the units
+-- not in any bucket), plus buckets, tags, cfg_v (bumped by every update, so
+-- bucket_put.lua copies the settings to the buckets in order) and xfer_seq.
+-- Its stock changes move the pool: pool = stock_total - (units in buckets,
+-- in flight and sold), never below 0.
 
 local sale_key = KEYS[1]
 local given = cjson.decode(ARGV[1])
@@ -36,8 +47,20 @@ local function time_or(value, default)
 end
 
 local cur = redis.call('HMGET', sale_key,
-  'stock_total', 'stock_left', 'starts_at', 'ends_at', 'per_user_limit', 'name')
+  'stock_total', 'stock_left', 'starts_at', 'ends_at', 'per_user_limit', 'name',
+  'buckets', 'pool')
 local created = cur[1] == false
+local buckets = tonumber(cur[7]) or 1
+if created then
+  buckets = given.buckets or 1
+elseif given.buckets ~= nil and given.buckets ~= buckets then
+  return {5, buckets}
+end
+local stock_field = 'stock_left'
+if buckets > 1 then
+  stock_field = 'pool'
+  cur[2] = cur[8]
+end
 local name, total, left, starts_at, ends_at, limit
 if created then
   if given.stock == nil then
@@ -72,11 +95,17 @@ if ends_at ~= '' and ends_at <= starts_at then
   return {3}
 end
 
-redis.call('HSET', sale_key, 'name', name, 'stock_total', total, 'stock_left', left,
+redis.call('HSET', sale_key, 'name', name, 'stock_total', total, stock_field, left,
   'starts_at', starts_at, 'ends_at', ends_at, 'per_user_limit', limit)
 if created then
   redis.call('HSET', sale_key, 'created_at', now,
     'n_queued', 0, 'n_confirmed', 0, 'n_failed', 0, 'n_cancelled', 0)
+  if buckets > 1 then
+    redis.call('HSET', sale_key, 'buckets', buckets, 'tags', ARGV[4], 'xfer_seq', 0)
+  end
+end
+if buckets > 1 then
+  redis.call('HINCRBY', sale_key, 'cfg_v', 1)
 end
 local code = 0
 if created then code = 1 end

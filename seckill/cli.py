@@ -20,6 +20,7 @@ import msgspec
 from seckill.process.datadir import DataDirError, DataDirLock
 from seckill.process.embedded import EmbeddedError, EmbeddedGaveUp
 from seckill.schemas import (
+    MAX_BUCKETS,
     MAX_BURST,
     MAX_PER_USER_LIMIT,
     MAX_RATE,
@@ -298,6 +299,13 @@ def serve(check_config: bool, **flags: Any) -> None:
     show_default=True,
     help="Seconds the sale and its drain may take.",
 )
+@option(
+    "buckets",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Buckets (shards) of the sale's stock.",
+)
 def demo(**flags: Any) -> None:
     """A finite flash sale against a local gateway; exit 1 if an invariant broke."""
     from seckill.tools.demo import DemoOptions, run_demo
@@ -395,6 +403,8 @@ def _print_sale(sale: dict[str, Any]) -> None:
     click.echo(f"  stock      {sale['stock_left']} of {sale['stock_total']} left")
     click.echo(f"  window     {sale['starts_at']} -> {ends}")
     click.echo(f"  per user   {sale['per_user_limit']}")
+    if sale.get("buckets", 1) > 1:
+        click.echo(f"  buckets    {sale['buckets']}")
     if "orders" in sale:
         counts = ", ".join(f"{k} {v}" for k, v in sale["orders"].items())
         click.echo(f"  orders     {counts}; backlog {sale['backlog']}")
@@ -417,6 +427,12 @@ def sale() -> None:
     default=None,
     help="Units one customer may hold (default 1).",
 )
+@click.option(
+    "--buckets",
+    type=click.IntRange(1, MAX_BUCKETS),
+    default=None,
+    help="Shards the stock is spread over (default 1; fixed at creation).",
+)
 @_admin_options
 def sale_create(
     sale_id: str,
@@ -425,6 +441,7 @@ def sale_create(
     starts_at: str | None,
     ends_at: str | None,
     per_user_limit: int | None,
+    buckets: int | None,
     url: str,
     token: str | None,
     as_json: bool,
@@ -436,6 +453,7 @@ def sale_create(
         ("starts_at", starts_at),
         ("ends_at", ends_at),
         ("per_user_limit", per_user_limit),
+        ("buckets", buckets),
     ):
         if value is not None:
             body[key] = value

@@ -41,6 +41,8 @@ MAX_QUANTITY = 1_000_000
 #: stays exact in Lua's doubles (2^53) with room to spare
 MAX_STOCK = 10**12
 MAX_PER_USER_LIMIT = 1_000_000
+#: a sale's stock on at most this many buckets (shards), each with its own hash tag
+MAX_BUCKETS = 64
 MAX_NAME = 200
 #: rates in requests/s: one request in 1000 s is the slowest (slower is no
 #: rate limit but a closed sale)
@@ -60,6 +62,14 @@ Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 Stock = Annotated[int, Meta(ge=0, le=MAX_STOCK)]
 PerUserLimit = Annotated[int, Meta(ge=1, le=MAX_PER_USER_LIMIT)]
+Buckets = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=MAX_BUCKETS,
+        description="Shards the sale's stock is spread over (default 1); fixed at creation.",
+    ),
+]
 Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME)]
 Rate = Annotated[
     float, Meta(ge=MIN_RATE, le=MAX_RATE, description="Requests per second; null = unlimited.")
@@ -117,6 +127,7 @@ class SaleUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
     starts_at: StartsAt | UnsetType | None = UNSET
     ends_at: EndsAt | UnsetType | None = UNSET
     per_user_limit: Annotated[PerUserLimit, Meta(description="Default 1.")] | UnsetType = UNSET
+    buckets: Buckets | UnsetType = UNSET
 
 
 class SettleRequest(Struct, forbid_unknown_fields=True):
@@ -217,6 +228,7 @@ class AdminSaleView(SaleView):
 
     orders: OrderCounts  # type: ignore[valid-type]
     backlog: Annotated[Count, Meta(description="Admitted orders not yet delivered to the sink.")]
+    buckets: Annotated[int, Meta(ge=1, le=MAX_BUCKETS)] = 1
 
 
 class SaleList(Struct, forbid_unknown_fields=True):

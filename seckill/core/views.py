@@ -45,12 +45,15 @@ def public_view(sale_id: str, sale: dict[str, str], at_ms: int) -> SaleView:
 def admin_view(sale_id: str, sale: dict[str, str], at_ms: int) -> AdminSaleView:
     """The public view plus the order counts and the backlog (the queued
     orders; a "backlog" field an older version left in the hash is stale and
-    ignored)."""
+    ignored), and the sale's buckets. A sale with buckets is read as one
+    (``Scripts.read_sale``: stock_left and the counters summed over its pool
+    and buckets)."""
     counts = {status: int(sale.get(f"n_{status}", 0)) for status in ORDER_STATUSES}
     return AdminSaleView(
         **_fields(sale_id, sale, at_ms),  # type: ignore[arg-type]
         orders=OrderCounts(**counts),
         backlog=counts["queued"],
+        buckets=int(sale.get("buckets") or 1),
     )
 
 

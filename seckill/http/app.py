@@ -24,7 +24,7 @@ from seckill.pipeline.sinks import sink_from_url
 from seckill.redis import peers
 from seckill.redis.client import connect
 from seckill.redis.events import Listener, publish_sale_changed
-from seckill.redis.scripts import Scripts
+from seckill.redis.scripts import Scripts, reconcile_forever
 from seckill.settings import Settings
 
 log = logging.getLogger("seckill.app")
@@ -130,11 +130,15 @@ def create_app(
     def flush_metrics(rt: Runtime) -> Coroutine[Any, Any, None]:
         return metrics.flush_forever()
 
+    def reconcile(rt: Runtime) -> Coroutine[Any, Any, None]:
+        return reconcile_forever(rt.redis, rt.scripts)
+
     # a gateway admits (listens to events, counts itself in the shield's
-    # divisor); a worker delivers; role "all" does both
+    # divisor, finishes interrupted bucket transfers); a worker delivers;
+    # role "all" does both
     contexts: list[CleanupCtx] = [runtime_ctx, background(flush_metrics)]
     if settings.admits:
-        contexts += [background(listen), background(heartbeat)]
+        contexts += [background(listen), background(heartbeat), background(reconcile)]
     if settings.delivers:
         contexts.append(pipeline_ctx)
     else:  # no pipeline to learn the sales from: the buy metrics' labels need them

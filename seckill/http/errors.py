@@ -64,6 +64,10 @@ class StockConflict(SeckillError):
     status, code, message = 409, "stock_conflict", "Stock cannot go below what is already sold."
 
 
+class BucketsImmutable(SeckillError):
+    status, code, message = 409, "buckets_immutable", "A sale's buckets are fixed at creation."
+
+
 class OrderNotCancellable(SeckillError):
     status, code, message = 409, "order_not_cancellable", "The order is already final."
 

@@ -386,7 +386,12 @@ def _operations() -> dict[str, dict[str, Json]]:
                     ),
                     "401": ADMIN_UNAUTHENTICATED,
                     "404": _ref("responses", "NotFound"),
-                    "409": _error("The new stock is below what is already sold", "stock_conflict"),
+                    "409": _error(
+                        "The new stock is below what is already sold / buckets given differ "
+                        "from the sale's",
+                        "stock_conflict",
+                        "buckets_immutable",
+                    ),
                     "413": TOO_LARGE,
                     "503": UNAVAILABLE,
                 },

@@ -326,7 +326,7 @@ class Pipeline:
         try:
             order = Order(
                 order_id=fields["order_id"],  # type: ignore[index]
-                sale_id=sale_id,
+                sale_id=keys.sale_of_tag(sale_id),  # a bucket's stream: its sale's id
                 user_id=fields["user_id"],  # type: ignore[index]
                 quantity=int(fields["quantity"]),  # type: ignore[index]
                 created_at_ms=int(fields["created_at"]),  # type: ignore[index]
@@ -610,7 +610,7 @@ class Pipeline:
                 if delivery is Delivery.REFUSED
                 else f"{self.retries + 1} tries failed",
             )
-            await self._redis_retry(lambda: self.on_released(entry.sale_id))
+            await self._redis_retry(lambda: self.on_released(keys.sale_of_tag(entry.sale_id)))
 
     async def _defer(self, entry: Entry, since: int, rounds: int) -> None:
         """Leave the entry pending, not before a backoff (from *rounds*, the

@@ -3,6 +3,8 @@
 All keys of one sale carry the hash tag ``{sale_id}`` so that every script
 touches a single cluster slot. Order ids start with their sale id
 (``<sale_id>.<token>``), so an order lookup finds its slot from the id alone.
+A sale with buckets (issue 13) also has one tag per bucket (``S/k``, below);
+its order ids name their bucket in the token (``seckill.redis.scripts``).
 """
 
 from __future__ import annotations
@@ -95,3 +97,50 @@ def bucket(sale_id: str) -> str:
 def user_bucket(sale_id: str, user_id: str) -> str:
     """Hash: one user's token bucket in the sale."""
     return f"{PREFIX}:{{{sale_id}}}:ubucket:{user_id}"
+
+
+# -- buckets (issue 13): one sale on several shards ------------------------------------
+#
+# A sale created with ``buckets`` N > 1 keeps its home hash (``sale(S)``: the
+# metadata and the central ``pool``) and N buckets, each under a hash tag of
+# its own, ``S/<k>`` or ``S/<k>.<salt>`` (the salt moves it to another
+# cluster slot). ``/`` is not allowed in a sale id, so no bucket tag is a sale
+# id and no bucket's keys are another sale's. A bucket's keys are the keys
+# above with its tag in place of the sale id (``sale(tag)`` is the bucket's
+# hash: its stock_left and counters), so every per-order script runs on a
+# bucket unchanged.
+
+#: between a sale id and its bucket number in a bucket tag (never in an id)
+BUCKET_SEP = "/"
+
+
+def bucket_tag(sale_id: str, k: int, salt: int = 0) -> str:
+    """The hash tag of bucket *k* of a sale: ``S/k``, or ``S/k.salt``."""
+    return f"{sale_id}{BUCKET_SEP}{k}" if salt == 0 else f"{sale_id}{BUCKET_SEP}{k}.{salt}"
+
+
+def sale_of_tag(tag: str) -> str:
+    """The sale id of a key owner: a sale id itself, or a bucket tag's sale."""
+    return tag.partition(BUCKET_SEP)[0]
+
+
+def is_bucket_tag(member: str) -> bool:
+    return BUCKET_SEP in member
+
+
+def xfer_out(owner: str) -> str:
+    """Hash: transfers taken from this owner (home pool or bucket) and not yet
+    acknowledged: transfer id -> ``<destination tag> <amount> <ms>``."""
+    return f"{PREFIX}:{{{owner}}}:xfer_out"
+
+
+def xfer_in(owner: str) -> str:
+    """Sorted set: transfer ids credited to this owner -> when (ms); a credit
+    is applied at most once while its id is here (kept a day)."""
+    return f"{PREFIX}:{{{owner}}}:xfer_in"
+
+
+def xfer_done(owner: str) -> str:
+    """Sorted set: transfer ids taken from this owner and acknowledged -> when
+    (ms); a re-run take of one of them is a no-op (kept a day)."""
+    return f"{PREFIX}:{{{owner}}}:xfer_done"

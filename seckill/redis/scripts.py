@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import time
+import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
@@ -21,13 +22,13 @@ from typing import Any
 import msgspec
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seckill.redis import keys
 from seckill.redis.autopipe import NotSent
 from seckill.redis.client import RedisClients
-from seckill.schemas import UNLIMITED, Limits
+from seckill.schemas import MAX_BUCKETS, UNLIMITED, Limits
 
 
 def lua_source(name: str) -> str:
@@ -57,6 +58,9 @@ class Admit(IntEnum):
     #: not from the script: its answer was lost and Redis did not say in time
     #: whether it admitted; ``order_id`` is the order it would have created
     UNKNOWN = 11
+    #: the sale has buckets: the script ran on its home hash and did nothing
+    #: (only inside :meth:`Scripts.admit`, which then buys in the user's bucket)
+    BUCKETED = 12
 
 
 class Cancel(IntEnum):
@@ -83,6 +87,7 @@ class SalePut(IntEnum):
     MISSING_STOCK = 2
     BAD_WINDOW = 3
     STOCK_CONFLICT = 4
+    BUCKETS_IMMUTABLE = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +125,28 @@ class SalePutResult:
     outcome: SalePut
     sale: dict[str, str]
     sold: int = 0
+    #: BUCKETS_IMMUTABLE: the sale's buckets
+    buckets: int = 1
+
+
+#: the 64 characters that name a bucket in an order id (url-safe)
+BUCKET_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: the character that marks a bucketed order's token (never a hex digit)
+BUCKET_MARK = "Z"
+assert len(BUCKET_CHARS) == MAX_BUCKETS
 
 
 class _OrderIds:
     """``<sale_id>.<8 random url-safe chars><8 hex digits>``: a random prefix per
     process (re-drawn after a fork, and when the counter wraps) and a counter —
     unique without a syscall per buy. Ids carry their sale (its Redis slot).
-    An id need not be secret: an order is only shown to its own user."""
+    An id need not be secret: an order is only shown to its own user.
+
+    An order of bucket *k* of a sale with buckets (issue 13) is
+    ``<sale_id>.<8 random><"Z"><BUCKET_CHARS[k]><6 hex digits>``: the 9th
+    character of a token is a hex digit in every other order id, so
+    :func:`bucket_of_order` tells the two apart; the format and pattern of an
+    order id stay as docs/API.md gives them."""
 
     def __init__(self) -> None:
         self._restart()
@@ -136,15 +156,34 @@ class _OrderIds:
         self.prefix = secrets.token_urlsafe(6)
         self.count = 0
 
-    def next(self, sale_id: str) -> str:
+    def next(self, sale_id: str, bucket: int | None = None) -> str:
         self.count += 1
-        if self.count > 0xFFFFFFFF:
+        if self.count > (0xFFFFFFFF if bucket is None else 0xFFFFFF):
             self._restart()
             self.count = 1
-        return f"{sale_id}.{self.prefix}{self.count:08x}"
+        if bucket is None:
+            return f"{sale_id}.{self.prefix}{self.count:08x}"
+        return (
+            f"{sale_id}.{self.prefix}{BUCKET_MARK}{BUCKET_CHARS[bucket]}{self.count & 0xFFFFFF:06x}"
+        )
 
 
 new_order_id = _OrderIds().next
+
+
+def bucket_of_order(order_id: str) -> int | None:
+    """The bucket an order id names (see :class:`_OrderIds`), or None."""
+    token = order_id[-16:]
+    if len(order_id) < 18 or token[8] != BUCKET_MARK:
+        return None
+    k = BUCKET_CHARS.find(token[9])
+    return k if k >= 0 else None
+
+
+def bucket_of_user(user_id: str, buckets: int) -> int:
+    """The bucket of a user in a sale of *buckets*: CRC-32 of the id, mod N
+    (stable across processes and versions, unlike ``hash()``)."""
+    return zlib.crc32(user_id.encode()) % buckets
 
 
 #: sales whose fixed keys are kept (sale ids come from the URL: bounded)
@@ -189,6 +228,14 @@ class Scripts:
         self._loading: dict[str, asyncio.Future[Any]] = {}
         self._rates_of: Limits | None = None
         self._rate_args = ("", "")
+        self._take: AsyncScript = redis.register_script(lua_source("xfer_take"))
+        self._credit: AsyncScript = redis.register_script(lua_source("xfer_credit"))
+        self._xack: AsyncScript = redis.register_script(lua_source("xfer_ack"))
+        self._bucket_put: AsyncScript = redis.register_script(lua_source("bucket_put"))
+        #: sale id -> its bucket tags, for sales with buckets > 1 (fixed at creation)
+        self._routes: dict[str, tuple[str, ...]] = {}
+        #: refills in flight in this process, by (bucket tag, quantity of the buy)
+        self._refills: dict[tuple[str, int], asyncio.Future[bool]] = {}
 
     async def admit(
         self,
@@ -214,9 +261,56 @@ class Scripts:
         or UNKNOWN. A script that was never sent raises :class:`NotSent`;
         any other Redis failure raises as before.
         """
-        order_id = new_order_id(sale_id)
-        sale_key, units_key, stream_key, bucket_key = self._sale_keys(sale_id)
-        rate, per_user_rate = self._rates(limits)
+        tags = self._routes.get(sale_id)
+        if tags is None:
+            rate, per_user_rate = self._rates(limits)
+            result = await self._admit_at(
+                sale_id,
+                sale_id,
+                new_order_id(sale_id),
+                user_id,
+                quantity,
+                idempotency_key,
+                idempotency_ttl,
+                (rate, limits.burst, per_user_rate, limits.per_user_burst),
+                max_backlog,
+                now_ms,
+                deadline_ms,
+            )
+            if result.outcome is not Admit.BUCKETED:
+                return result
+            tags = self._routes[sale_id]
+        return await self._admit_bucketed(
+            sale_id,
+            tags,
+            user_id,
+            quantity,
+            idempotency_key,
+            idempotency_ttl,
+            limits,
+            max_backlog,
+            now_ms,
+            deadline_ms,
+        )
+
+    async def _admit_at(
+        self,
+        owner: str,
+        sale_id: str,
+        order_id: str,
+        user_id: str,
+        quantity: int,
+        idempotency_key: str | None,
+        idempotency_ttl: int,
+        rates: tuple[str, int, str, int],
+        max_backlog: int,
+        now_ms: int | None,
+        deadline_ms: int | None,
+    ) -> AdmitResult:
+        """admit.lua on the keys of *owner*: the sale itself, or one of its
+        bucket tags (then the order's ``sale_id`` is still *sale_id*)."""
+        sale_key, units_key, stream_key, bucket_key = self._sale_keys(owner)
+        rate, burst, per_user_rate, per_user_burst = rates
         pipe = self._pipe
         if deadline_ms is None and now_ms is None:
             deadline_ms = int(pipe.redis_now_ms() + pipe.timeout * 1000)
@@ -225,8 +319,8 @@ class Scripts:
             # of the sale's slot stands in, and saves building one
             idem_key = legacy_key = sale_key
         else:
-            idem_key = keys.idem(sale_id, user_id, idempotency_key)
-            legacy_key = keys.legacy_idem(sale_id, user_id, idempotency_key)
+            idem_key = keys.idem(owner, user_id, idempotency_key)
+            legacy_key = keys.legacy_idem(owner, user_id, idempotency_key)
         try:
             reply: list[Any] = await self._run(
                 self._admit,
@@ -234,10 +328,10 @@ class Scripts:
                     sale_key,
                     units_key,
                     idem_key,
-                    keys.order(sale_id, order_id),
+                    keys.order(owner, order_id),
                     stream_key,
                     bucket_key,
-                    sale_key if per_user_rate == "" else keys.user_bucket(sale_id, user_id),
+                    sale_key if per_user_rate == "" else keys.user_bucket(owner, user_id),
                     legacy_key,
                 ],
                 [
@@ -248,9 +342,9 @@ class Scripts:
                     idempotency_ttl,
                     "" if now_ms is None else now_ms,
                     rate,
-                    limits.burst,
+                    burst,
                     per_user_rate,
-                    limits.per_user_burst,
+                    per_user_burst,
                     max_backlog,
                     sale_id,
                     "" if deadline_ms is None else deadline_ms,
@@ -262,11 +356,14 @@ class Scripts:
             if deadline_ms is None:  # a test's clock, no deadline: nothing to settle by
                 raise
             idem = None if idempotency_key is None else (user_id, idem_key, legacy_key)
-            return await self._settle_admit(sale_id, order_id, deadline_ms, exc, idem)
+            return await self._settle_admit(owner, order_id, deadline_ms, exc, idem)
         outcome = reply[0]
         if outcome == Admit.OK:
             return AdmitResult(Admit.OK, reply[1], quantity, "queued", reply[3], reply[2])
         outcome = Admit(outcome)
+        if outcome is Admit.BUCKETED:
+            self._route(sale_id, int(reply[1]), _str(reply[2]))
+            return AdmitResult(outcome)
         if outcome is Admit.REPLAY:
             return AdmitResult(
                 outcome, _str(reply[1]), int(reply[2]), _str(reply[3]), int(reply[4])
@@ -424,16 +521,395 @@ class Scripts:
         if isinstance(first, BaseException):
             raise first
 
+    # -- buckets (issue 13; docs/architecture.md, "One hot sale on several shards") --
+
+    def _route(self, sale_id: str, buckets: int, tags: str) -> tuple[str, ...]:
+        found = tuple(tags.split())
+        if buckets < 2 or len(found) != buckets:
+            raise ResponseError(f"sale {sale_id}: bad bucket tags {tags!r}")
+        if len(self._routes) >= MAX_CACHED_SALES:
+            self._routes.clear()
+        self._routes[sale_id] = found
+        return found
+
+    async def route(self, sale_id: str) -> tuple[str, ...] | None:
+        """The bucket tags of a sale with buckets, None for any other sale id
+        (one HMGET the first time; a sale's buckets never change)."""
+        found = self._routes.get(sale_id)
+        if found is not None:
+            return found
+        n, tags = await self._redis.hmget(keys.sale(sale_id), ["buckets", "tags"])  # type: ignore[misc]
+        if n is None or tags is None:
+            return None
+        return self._route(sale_id, int(n), _str(tags))
+
+    async def order_owner(self, order_id: str) -> str | None:
+        """Whose keys hold an order: its sale id, or its bucket's tag; None
+        for a malformed id."""
+        sale_id = keys.sale_of_order(order_id)
+        if sale_id is None:
+            return None
+        k = bucket_of_order(order_id)
+        if k is None:
+            return sale_id
+        tags = await self.route(sale_id)
+        if tags is None or k >= len(tags):
+            return sale_id
+        return tags[k]
+
+    async def user_owner(self, sale_id: str, user_id: str) -> str:
+        """Whose keys hold a user's units and Idempotency-Keys in a sale."""
+        tags = await self.route(sale_id)
+        return sale_id if tags is None else tags[bucket_of_user(user_id, len(tags))]
+
+    async def _admit_bucketed(
+        self,
+        sale_id: str,
+        tags: tuple[str, ...],
+        user_id: str,
+        quantity: int,
+        idempotency_key: str | None,
+        idempotency_ttl: int,
+        limits: Limits,
+        max_backlog: int,
+        now_ms: int | None,
+        deadline_ms: int | None,
+    ) -> AdmitResult:
+        """A buy in the user's bucket; when the bucket has too little, stock
+        is moved to it (:meth:`_find_stock`) and the buy tried again, so it is
+        refused SOLD_OUT only when the sale as a whole has too little."""
+        n = len(tags)
+        k = bucket_of_user(user_id, n)
+        tag = tags[k]
+        rates = (
+            _num(None if limits.rate is None else limits.rate / n),
+            max(1, -(-limits.burst // n)),
+            _num(limits.per_user_rate),
+            limits.per_user_burst,
+        )
+        repaired = False
+        for _ in range(MAX_REFILL_ROUNDS):
+            result = await self._admit_at(
+                tag,
+                sale_id,
+                new_order_id(sale_id, k),
+                user_id,
+                quantity,
+                idempotency_key,
+                idempotency_ttl,
+                rates,
+                max_backlog,
+                now_ms,
+                deadline_ms,
+            )
+            if result.outcome is Admit.NOT_FOUND and not repaired:
+                # the bucket's hash is not there yet (a creation half done): make it
+                repaired = True
+                await self.propagate(sale_id)
+                continue
+            if result.outcome is Admit.OK:
+                # the bucket's stock is not the sale's: never "the last unit"
+                return AdmitResult(
+                    Admit.OK, result.order_id, quantity, "queued", result.created_at_ms, -1
+                )
+            if result.outcome is not Admit.SOLD_OUT:
+                return result
+            if not await self._shared_find_stock(sale_id, tags, k, quantity):
+                return result  # proven: the sale holds fewer than quantity units
+        log.warning("sale %s: no stock found for a buy in %d rounds", sale_id, MAX_REFILL_ROUNDS)
+        return AdmitResult(Admit.OVERLOADED)
+
+    async def _shared_find_stock(
+        self, sale_id: str, tags: tuple[str, ...], k: int, quantity: int
+    ) -> bool:
+        """:meth:`_find_stock`, once for every buy of this process that ran out
+        in the same bucket for the same quantity."""
+        key = (tags[k], quantity)
+        running = self._refills.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._find_stock(sale_id, tags, k, quantity))
+            self._refills[key] = running
+
+            def done(f: asyncio.Future[bool], key: tuple[str, int] = key) -> None:
+                if self._refills.get(key) is f:
+                    del self._refills[key]
+                if not f.cancelled():
+                    f.exception()
+
+            running.add_done_callback(done)
+        return await asyncio.shield(running)
+
+    async def _find_stock(self, sale_id: str, tags: tuple[str, ...], k: int, quantity: int) -> bool:
+        """Move stock to bucket *k* for a buy of *quantity*; True when bucket
+        *k* got some (or holds *quantity* by now): buy again. False when it is
+        proven that the sale holds fewer than *quantity* units.
+
+        Each round takes from the pool (at least *quantity*, or pool / (2N)
+        if more, at most what there is). The pool is empty: finish every
+        outstanding transfer, drain every other bucket into the pool, and go
+        again. The proof (docs/architecture.md, "Why it never answers a false
+        sold_out"): a **quiet** round — the pool's take found 0 units and
+        nothing outstanding at sequence number s; then every other bucket had
+        0 units, bucket *k* fewer than *quantity*, and no bucket a transfer
+        outstanding — followed by a take that again finds 0 units, nothing
+        outstanding, at s. No unit entered or left the pool in between, so
+        none entered any bucket: at that last take the sale held fewer than
+        *quantity* units.
+        """
+        home, n = sale_id, len(tags)
+        quiet_seq: int | None = None
+        for _ in range(MAX_REFILL_ROUNDS):
+            amount, seq, outstanding, _ = await self.transfer(home, tags[k], quantity, spread=2 * n)
+            if amount > 0:
+                return True
+            if quiet_seq is not None and seq == quiet_seq and outstanding == 0:
+                return False
+            quiet = outstanding == 0
+            if not quiet:
+                await self.reconcile_owner(home)
+            for j, tag in enumerate(tags):
+                # the other buckets give all they have; bucket k keeps its own
+                # (need 0: nothing is taken, its stock and transfers are read)
+                moved, _, out_j, left = await self.transfer(tag, home, 0 if j == k else -1)
+                if j == k and left >= quantity:
+                    return True  # refilled meanwhile (another process): buy again
+                if moved > 0 or out_j > 0:
+                    quiet = False
+                if out_j > 0:
+                    await self.reconcile_owner(tag)
+            quiet_seq = seq if quiet else None
+        return False
+
+    async def transfer(
+        self, source: str, dest: str, need: int, *, spread: int = 0, xid: str | None = None
+    ) -> tuple[int, int, int, int]:
+        """Move stock from *source* to *dest* (a sale id = its pool, or a
+        bucket tag): xfer_take, xfer_credit, xfer_ack, each atomic on one slot
+        and a no-op when run again with the same transfer id. Returns (units
+        moved, the source's xfer_seq, transfers outstanding at the source
+        before, units left at the source). A crash between the steps leaves
+        the transfer outstanding for :meth:`reconcile_owner` to finish."""
+        xid = xid or secrets.token_urlsafe(12)
+        amount, seq, outstanding, _, left = await self._take_step(source, dest, need, spread, xid)
+        if amount > 0:
+            await self.finish(source, dest, xid, amount)
+        return amount, seq, outstanding, left
+
+    async def take(
+        self, source: str, dest: str, need: int, *, spread: int = 0, xid: str
+    ) -> tuple[int, int, int, int]:
+        """Step 1 only (xfer_take.lua): ``(amount, seq, outstanding, state)``."""
+        return (await self._take_step(source, dest, need, spread, xid))[:4]
+
+    async def _take_step(
+        self, source: str, dest: str, need: int, spread: int, xid: str
+    ) -> tuple[int, int, int, int, int]:
+        reply: list[Any] = await self._take(
+            keys=[keys.sale(source), keys.xfer_out(source), keys.xfer_done(source)],
+            args=[xid, _field(source), need, spread, dest, ""],
+        )
+        amount, seq, outstanding, state, left = (int(x) for x in reply)
+        return amount, seq, outstanding, state, left
+
+    async def finish(self, source: str, dest: str, xid: str, amount: int) -> None:
+        """Steps 2 and 3: credit *dest* (once), then acknowledge at *source*."""
+        await self._credit(
+            keys=[keys.sale(dest), keys.xfer_in(dest)], args=[xid, _field(dest), amount, ""]
+        )
+        await self._xack(keys=[keys.xfer_out(source), keys.xfer_done(source)], args=[xid, ""])
+
+    async def reconcile_owner(self, owner: str, *, min_age_ms: int = 0) -> int:
+        """Finish the transfers outstanding at *owner* (older than
+        *min_age_ms*); returns how many."""
+        pending: dict[Any, Any] = await self._redis.hgetall(keys.xfer_out(owner))  # type: ignore[misc]
+        now = time.time_ns() // 1_000_000
+        done = 0
+        for xid, record in pending.items():
+            dest, amount, at = _str(record).split(" ")
+            if now - int(at) < min_age_ms:
+                continue
+            await self.finish(owner, dest, _str(xid), int(amount))
+            done += 1
+        return done
+
+    async def reconcile(self, sale_id: str, *, min_age_ms: int = 0) -> int:
+        """Bring a sale with buckets to rest: its buckets have the sale's
+        current settings, and every interrupted transfer is finished. Returns
+        the transfers finished (0 for a sale without buckets)."""
+        tags = await self.route(sale_id)
+        if tags is None:
+            return 0
+        await self.propagate(sale_id)
+        done = await self.reconcile_owner(sale_id, min_age_ms=min_age_ms)
+        for tag in tags:
+            done += await self.reconcile_owner(tag, min_age_ms=min_age_ms)
+        if done:
+            log.warning("sale %s: %d interrupted stock transfer(s) finished", sale_id, done)
+        return done
+
+    async def propagate(self, sale_id: str) -> None:
+        """Copy the sale's settings (window, per-user limit) to its buckets,
+        creating those that are missing (bucket_put.lua; by version, so an
+        older copy never overwrites a newer one)."""
+        tags = await self.route(sale_id)
+        if tags is None:
+            return
+        fields = ["cfg_v", "starts_at", "ends_at", "per_user_limit"]
+        cfg = [_str(x) for x in await self._redis.hmget(keys.sale(sale_id), fields)]  # type: ignore[misc]
+        for k, tag in enumerate(tags):
+            await self._bucket_put(keys=[keys.sale(tag)], args=[sale_id, k, *cfg])
+
+    async def choose_tags(self, sale_id: str, buckets: int) -> list[str]:
+        """Bucket tags for a new sale: on a cluster, each on a slot of its own
+        on a primary after the home's, round the primaries (so N buckets on P
+        primaries use min(N, P) of them); on one server, ``S/0`` … ``S/N-1``."""
+        from redis.crc import key_slot
+
+        cluster: Any = self._redis
+        nodes = getattr(cluster, "nodes_manager", None)
+        if nodes is None:
+            return [keys.bucket_tag(sale_id, k) for k in range(buckets)]
+        if not nodes.slots_cache:
+            await cluster.initialize()
+
+        def owner(slot: int) -> str:
+            return str(nodes.get_node_from_slot(slot).name)
+
+        primaries = sorted({owner(slot) for slot in range(0, 16384, 1)})
+        used = {key_slot(sale_id.encode())}
+        start = primaries.index(owner(key_slot(sale_id.encode()))) + 1
+        tags = []
+        for k in range(buckets):
+            target = primaries[(start + k) % len(primaries)]
+            for salt in range(100_000):
+                tag = keys.bucket_tag(sale_id, k, salt)
+                slot = key_slot(tag.encode())
+                if slot not in used and owner(slot) == target:
+                    break
+            used.add(slot)
+            tags.append(tag)
+        return tags
+
+    async def read_sale(self, sale_id: str) -> dict[str, str] | None:
+        """The sale hash as the views read it (None: no such sale). For a sale
+        with buckets: the home hash with stock_left = pool + the buckets' stock
+        + units in flight between them, and the buckets' order counters summed."""
+        return (await self.read_sales([sale_id])).get(sale_id)
+
+    async def read_sales(self, sale_ids: list[str]) -> dict[str, dict[str, str]]:
+        """:meth:`read_sale` of many sales: one pipelined HGETALL each, and one
+        more round for the buckets of those that have them."""
+        if not sale_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for sale_id in sale_ids:
+                pipe.hgetall(keys.sale(sale_id))
+            rows: list[dict[Any, Any]] = await pipe.execute()
+        found: dict[str, dict[str, str]] = {}
+        bucketed: list[tuple[str, tuple[str, ...]]] = []
+        for sale_id, row in zip(sale_ids, rows, strict=True):
+            if not row:
+                continue
+            sale = {_str(k): _str(v) for k, v in row.items()}
+            found[sale_id] = sale
+            if "buckets" in sale:
+                bucketed.append((sale_id, self._route(sale_id, int(sale["buckets"]), sale["tags"])))
+        for sale_id, tags in bucketed:
+            state = await self.stock_state(sale_id, tags)
+            sale = found[sale_id]
+            sale["stock_left"] = str(state.available)
+            for name in COUNTERS:
+                sale[name] = str(sum(b.get(name, 0) for b in state.buckets))
+        return found
+
+    async def stock_state(self, sale_id: str, tags: tuple[str, ...]) -> StockState:
+        """Where a bucketed sale's stock is: pool, buckets, transfers in flight
+        (taken, not yet credited), and each bucket's counters and units held."""
+        owners = [sale_id, *tags]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.sale(sale_id), "pool")
+            for tag in tags:
+                pipe.hmget(keys.sale(tag), ["stock_left", *COUNTERS])
+            for owner in owners:
+                pipe.hgetall(keys.xfer_out(owner))
+            rows: list[Any] = await pipe.execute()
+        pool = int(rows[0] or 0)
+        buckets = []
+        for row in rows[1 : 1 + len(tags)]:
+            buckets.append(
+                {name: int(v or 0) for name, v in zip(["stock_left", *COUNTERS], row, strict=True)}
+            )
+        outstanding: list[tuple[str, str, int]] = []
+        for row in rows[1 + len(tags) :]:
+            for xid, record in row.items():
+                dest, amount, _ = _str(record).split(" ")
+                outstanding.append((_str(xid), dest, int(amount)))
+        in_flight = 0
+        if outstanding:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for xid, dest, _ in outstanding:
+                    pipe.zscore(keys.xfer_in(dest), xid)
+                credited = await pipe.execute()
+            in_flight = sum(
+                amount
+                for (_, _, amount), score in zip(outstanding, credited, strict=True)
+                if score is None
+            )
+        return StockState(pool, buckets, in_flight, len(outstanding))
+
     async def sale_put(
         self, sale_id: str, fields: dict[str, Any], *, now_ms: int | None = None
     ) -> SalePutResult:
+        """Create or update a sale (sale_put.lua). With ``buckets`` > 1 at
+        creation the buckets get their tags (:meth:`choose_tags`), their hashes
+        and a first share of the stock; an update of such a sale is copied to
+        its buckets, and a stock cut that the pool cannot cover first drains
+        the buckets into the pool."""
+        tags = ""
+        buckets = int(fields.get("buckets", 1))
+        if buckets > 1 and not await self._redis.exists(keys.sale(sale_id)):
+            chosen = await self.choose_tags(sale_id, buckets)
+            # indexed before the sale exists: the order readers of every
+            # process read the buckets' streams before a buy can reach one
+            await self._redis.sadd(keys.SALES_INDEX, *chosen)
+            tags = " ".join(chosen)
+        result = await self._sale_put_once(sale_id, fields, now_ms, tags)
+        if result.outcome is SalePut.STOCK_CONFLICT and await self.route(sale_id):
+            await self.drain(sale_id)
+            result = await self._sale_put_once(sale_id, fields, now_ms, tags)
+        if result.outcome not in (SalePut.CREATED, SalePut.UPDATED):
+            return result
+        route = await self.route(sale_id)
+        if route is None:
+            return result
+        await self.propagate(sale_id)
+        if result.outcome is SalePut.CREATED:
+            share = int(result.sale.get("pool", 0)) // (2 * len(route))
+            for tag in route:
+                if share > 0:
+                    await self.transfer(sale_id, tag, share)
+        sale = await self.read_sale(sale_id)
+        return SalePutResult(result.outcome, sale or result.sale)
+
+    async def drain(self, sale_id: str) -> None:
+        """Every bucket's stock back to the pool (and interrupted transfers finished)."""
+        tags = await self.route(sale_id)
+        await self.reconcile(sale_id)
+        for tag in tags or ():
+            await self.transfer(tag, sale_id, -1)
+
+    async def _sale_put_once(
+        self, sale_id: str, fields: dict[str, Any], now_ms: int | None, tags: str
+    ) -> SalePutResult:
         reply: list[Any] = await self._sale_put(
             keys=[keys.sale(sale_id)],
-            args=[msgspec.json.encode(fields), "" if now_ms is None else now_ms, sale_id],
+            args=[msgspec.json.encode(fields), "" if now_ms is None else now_ms, sale_id, tags],
         )
         outcome = SalePut(int(reply[0]))
         if outcome is SalePut.STOCK_CONFLICT:
             return SalePutResult(outcome, {}, sold=int(reply[1]))
+        if outcome is SalePut.BUCKETS_IMMUTABLE:
+            return SalePutResult(outcome, {}, buckets=int(reply[1]))
         flat = [_str(x) for x in reply[1:]]
         return SalePutResult(outcome, dict(zip(flat[::2], flat[1::2], strict=True)))
 
@@ -554,6 +1030,56 @@ class Scripts:
         )
         flat = [_str(x) for x in reply[1:]]
         return Settle(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+#: seconds between two passes of the reconciler of every gateway process
+RECONCILE_INTERVAL = 5.0
+#: ms a transfer stays outstanding before the periodic reconciler finishes it
+#: (the buy that started it normally finishes it within milliseconds)
+RECONCILE_MIN_AGE_MS = 2000
+
+
+async def reconcile_forever(redis: Any, scripts: Scripts) -> None:
+    """Every RECONCILE_INTERVAL: :meth:`Scripts.reconcile` every sale with
+    buckets (those whose tags are in the sale index). Idempotent: any number
+    of processes may run it at once."""
+    while True:
+        await asyncio.sleep(RECONCILE_INTERVAL)
+        try:
+            members: set[str] = await redis.smembers(keys.SALES_INDEX)
+            for sale_id in sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)}):
+                await scripts.reconcile(sale_id, min_age_ms=RECONCILE_MIN_AGE_MS)
+        except (RedisError, OSError) as exc:
+            log.warning("reconciler: %s; next pass in %.0f s", exc, RECONCILE_INTERVAL)
+
+
+#: the order counters of a sale (and of each of its buckets)
+COUNTERS = ("n_queued", "n_confirmed", "n_failed", "n_cancelled", "n_undetermined")
+#: rounds of "buy, find stock" one buy goes through at most
+MAX_REFILL_ROUNDS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StockState:
+    """Where a sale with buckets holds its stock (:meth:`Scripts.stock_state`)."""
+
+    pool: int
+    #: per bucket: stock_left and the counters
+    buckets: list[dict[str, int]]
+    #: units taken from a source and not yet credited to their destination
+    in_flight: int
+    #: transfers outstanding (taken, not acknowledged)
+    outstanding: int
+
+    @property
+    def available(self) -> int:
+        return self.pool + sum(b["stock_left"] for b in self.buckets) + self.in_flight
+
+
+def _field(owner: str) -> str:
+    """The stock field of a transfer's source or destination: a bucket's
+    stock_left, or the home hash's pool."""
+    return "stock_left" if keys.is_bucket_tag(owner) else "pool"
 
 
 def _str(value: Any) -> str:

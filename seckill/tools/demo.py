@@ -34,9 +34,8 @@ import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from seckill.redis import keys
 from seckill.tools.admin_client import AdminClientError, call
-from seckill.tools.invariants import Check, CheckError, check_sale, load_orders
+from seckill.tools.invariants import Check, CheckError, check_sale, load_sale_orders, read_summed
 from seckill.tools.launcher import GatewayProcess, LaunchError
 
 HOST = "127.0.0.1"
@@ -70,6 +69,8 @@ class DemoOptions:
     #: seconds for the whole run (gateway start, crowd, drain); the checks and
     #: the gateway's stop get CHECK_RESERVE and the launcher's STOP_TIMEOUT on top at most.
     deadline: float = 120.0
+    #: the sale's buckets (issue 13)
+    buckets: int = 1
 
 
 @dataclass
@@ -196,7 +197,8 @@ async def monitor(redis: Redis, sale_id: str, crowd: Crowd, done: asyncio.Event)
     stats, backlog_seen = crowd.stats, False
     while True:
         try:
-            left, backlog = await redis.hmget(keys.sale(sale_id), ["stock_left", "n_queued"])  # type: ignore[misc]
+            sale = await read_summed(redis, sale_id)  # a sale with buckets: summed
+            left, backlog = sale.get("stock_left"), sale.get("n_queued")
         except RedisError:
             return  # the drain wait will say what is wrong
         t = crowd.now()
@@ -282,7 +284,7 @@ async def run_crowd(
         try:
             async with asyncio.timeout(CHECK_RESERVE):
                 checks = await check_sale(redis, sale_id, sink_url=sink_url, require_drained=True)
-                checks.append(crowd_check(crowd.stats, await load_orders(redis, sale_id)))
+                checks.append(crowd_check(crowd.stats, await load_sale_orders(redis, sale_id)))
         except (RedisError, OSError, CheckError, TimeoutError) as exc:
             problem = problem or f"the invariant checks could not run: {exc or 'timed out'}"
         return Outcome(crowd.stats, checks, elapsed, drained, problem)
@@ -376,6 +378,7 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
                     "name": "seckill demo",
                     "stock": opts.stock,
                     "per_user_limit": opts.per_user_limit,
+                    **({"buckets": opts.buckets} if opts.buckets > 1 else {}),
                 },
             )
         except AdminClientError as exc:

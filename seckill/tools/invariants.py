@@ -92,6 +92,15 @@ async def load_orders(redis: Redis, sale_id: str) -> dict[str, dict[str, str]]:
     return orders
 
 
+async def load_sale_orders(redis: Redis, sale_id: str) -> dict[str, dict[str, str]]:
+    """Every order hash of a sale, from every bucket of a sale with buckets."""
+    tags: str | None = await redis.hget(keys.sale(sale_id), "tags")  # type: ignore[misc, assignment]
+    orders: dict[str, dict[str, str]] = {}
+    for owner in tags.split() if tags else [sale_id]:
+        orders.update(await load_orders(redis, owner))
+    return orders
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -106,12 +115,23 @@ async def check_sale(
     sink_url: str | None = None,
     require_drained: bool = False,
 ) -> list[Check]:
-    """Run every check on *sale_id*; CheckError when the sale does not exist."""
+    """Run every check on *sale_id*; CheckError when the sale does not exist.
+
+    A sale with buckets is checked as one: its orders and units from every
+    bucket, its stock_left = pool + the buckets' stock + units in flight
+    (:func:`check_buckets`, which adds the checks of its own)."""
     sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
     if not sale:
         raise CheckError(f"no sale {sale_id!r} in Redis")
-    orders = await load_orders(redis, sale_id)
-    units: dict[str, str] = await redis.hgetall(keys.units(sale_id))  # type: ignore[assignment]
+    extra: list[Check] = []
+    if "buckets" in sale:
+        report = await check_buckets(redis, sale_id)
+        sale = report.sale
+        orders, units = report.orders, report.units
+        extra = report.checks
+    else:
+        orders = await load_orders(redis, sale_id)
+        units = await redis.hgetall(keys.units(sale_id))  # type: ignore[assignment]
 
     # One pass over the orders; a hash that is not a well-formed order is a
     # finding of its own (counts_consistent), and is left out of the sums.
@@ -144,12 +164,145 @@ async def check_sale(
         queued = sorted(i for i, o in orders.items() if o.get("status") == "queued")
         checks.append(_every_order_final(queued, len(orders)))
     checks.append(_counts_consistent(sale, by_status, malformed))
+    checks.extend(extra)
     if sink_url is not None:
         rows = await read_sink_rows(sink_url, sale_id)
         checks.append(_sink_exactly_once(sink_url, rows, sale_id, orders))
         cancelled = {i for i, o in orders.items() if o.get("status") == "cancelled"}
         checks.append(sink_within_sold(rows, sale, cancelled))
     return checks
+
+
+@dataclass(slots=True)
+class BucketReport:
+    """A sale with buckets, read as one (:func:`check_buckets`)."""
+
+    #: the home hash, with stock_left = :attr:`available` and the buckets'
+    #: order counters summed
+    sale: dict[str, str]
+    orders: dict[str, dict[str, str]]
+    #: user -> units, from every bucket's units hash
+    units: dict[str, str]
+    pool: int
+    bucket_stock: list[int]
+    #: units taken from a source and not credited to their destination yet
+    in_flight: int
+    #: transfers taken and not acknowledged (credited or not)
+    outstanding: int
+    checks: list[Check]
+
+    @property
+    def available(self) -> int:
+        return self.pool + sum(self.bucket_stock) + self.in_flight
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [c.line() for c in self.checks if not c.ok]
+
+
+async def check_buckets(redis: Redis, sale_id: str) -> BucketReport:
+    """Read a sale with buckets from Redis and check what only it has:
+
+    - ``buckets_conserve``: pool + Σ bucket stock + units in flight =
+      stock_total − units held by its orders, no place below 0;
+    - ``user_in_one_bucket``: each user's units are in the bucket of
+      crc32(user) mod N (so the per-user limit was decided in one script);
+    - ``bucket_counts``: each bucket's counters match its own orders.
+    """
+    import zlib
+
+    sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
+    if not sale or "buckets" not in sale:
+        raise CheckError(f"no sale {sale_id!r} with buckets in Redis")
+    tags = sale.get("tags", "").split()
+    owners = [sale_id, *tags]
+    pipe = redis.pipeline(transaction=False)
+    for tag in tags:
+        pipe.hgetall(keys.sale(tag))
+        pipe.hgetall(keys.units(tag))
+    for owner in owners:
+        pipe.hgetall(keys.xfer_out(owner))
+    rows: list[Any] = await pipe.execute()
+    bucket_hashes: list[dict[str, str]] = rows[0 : 2 * len(tags) : 2]
+    bucket_units: list[dict[str, str]] = rows[1 : 2 * len(tags) : 2]
+    outs: list[tuple[str, str, int]] = []
+    for row in rows[2 * len(tags) :]:
+        for xid, record in row.items():
+            dest, amount, _ = record.split(" ")
+            outs.append((xid, dest, int(amount)))
+    in_flight = 0
+    for xid, dest, amount in outs:
+        if await redis.zscore(keys.xfer_in(dest), xid) is None:
+            in_flight += amount
+
+    orders: dict[str, dict[str, str]] = {}
+    units: dict[str, str] = {}
+    checks: list[Check] = []
+    misplaced: list[str] = []
+    count_problems: list[str] = []
+    bucket_held = []
+    for k, (tag, bucket, held_units) in enumerate(
+        zip(tags, bucket_hashes, bucket_units, strict=True)
+    ):
+        mine = await load_orders(redis, tag)
+        orders.update(mine)
+        by_status = Counter(o.get("status") for o in mine.values())
+        for status in ORDER_STATUSES:
+            counter = _int(bucket.get(f"n_{status}")) or 0
+            if counter != by_status[status]:
+                count_problems.append(f"{tag} n_{status} {counter} ≠ {by_status[status]}")
+        bucket_held.append(
+            sum(_int(o.get("quantity")) or 0 for o in mine.values() if o.get("status") in HOLDING)
+        )
+        for user, n in held_units.items():
+            if zlib.crc32(user.encode()) % len(tags) != k:
+                misplaced.append(f"{user} in bucket {k}")
+            units[user] = str((_int(units.get(user)) or 0) + (_int(n) or 0))
+    pool = _int(sale.get("pool")) or 0
+    stock = [_int(b.get("stock_left")) or 0 for b in bucket_hashes]
+    total = _int(sale.get("stock_total")) or 0
+    held = sum(bucket_held)
+    available = pool + sum(stock) + in_flight
+    facts = (
+        f"pool {pool} + buckets {'+'.join(map(str, stock))} + in flight {in_flight}"
+        f" = {available}; stock_total {total} − held {held} = {total - held};"
+        f" {len(outs)} transfer(s) outstanding"
+    )
+    negative = pool < 0 or min(stock, default=0) < 0
+    checks.append(
+        Check(
+            "buckets_conserve",
+            available == total - held and not negative and len(bucket_hashes) == len(tags),
+            facts,
+        )
+    )
+    checks.append(
+        Check(
+            "user_in_one_bucket",
+            not misplaced,
+            f"{len(units)} users, each in the bucket of crc32(user) mod {len(tags)}"
+            if not misplaced
+            else f"{len(misplaced)} misplaced: {_some(misplaced)}",
+        )
+    )
+    checks.append(
+        Check(
+            "bucket_counts",
+            not count_problems,
+            "every bucket's counters match its orders"
+            if not count_problems
+            else "; ".join(count_problems),
+        )
+    )
+    merged = dict(sale)
+    merged["stock_left"] = str(available)
+    for status in ORDER_STATUSES:
+        merged[f"n_{status}"] = str(sum(_int(b.get(f"n_{status}")) or 0 for b in bucket_hashes))
+    return BucketReport(merged, orders, units, pool, stock, in_flight, len(outs), checks)
 
 
 def _never_oversold(sale: dict[str, str], sold: int, by_status: Counter[str]) -> Check:
@@ -450,6 +603,24 @@ def admin_checks(view: dict[str, Any], *, require_drained: bool = False) -> list
     return checks
 
 
+async def read_summed(redis: Redis, sale_id: str) -> dict[str, str]:
+    """The sale hash ({} when none); for a sale with buckets, with stock_left
+    (pool + buckets, not counting transfers in flight) and the order counters
+    summed over its buckets. For watching a run; the checks use
+    :func:`check_buckets`, which counts everything."""
+    sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
+    if not sale or "buckets" not in sale:
+        return sale
+    fields = ["stock_left", *(f"n_{s}" for s in ORDER_STATUSES)]
+    pipe = redis.pipeline(transaction=False)
+    for tag in sale.get("tags", "").split():
+        pipe.hmget(keys.sale(tag), fields)
+    rows: list[list[str | None]] = await pipe.execute()
+    sums = [sum(_int(row[i]) or 0 for row in rows) for i in range(len(fields))]
+    sums[0] += _int(sale.get("pool")) or 0
+    return {**sale, **{f: str(v) for f, v in zip(fields, sums, strict=True)}}
+
+
 def drained(sale: dict[str, Any]) -> bool:
     """True when a sale hash (or admin view) shows no undelivered order."""
     if "orders" in sale:  # an admin view
@@ -463,7 +634,7 @@ async def wait_drained(redis: Redis, sale_id: str, seconds: float, poll: float =
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:
-        sale: dict[str, str] = await redis.hgetall(keys.sale(sale_id))  # type: ignore[assignment]
+        sale = await read_summed(redis, sale_id)
         if sale and drained(sale):
             return True
         if loop.time() >= deadline:

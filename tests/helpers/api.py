@@ -26,7 +26,7 @@ PUBLIC_FIELDS = {
     "ends_at",
     "per_user_limit",
 }
-ADMIN_FIELDS = PUBLIC_FIELDS | {"orders", "backlog"}
+ADMIN_FIELDS = PUBLIC_FIELDS | {"orders", "backlog", "buckets"}
 
 
 def at(seconds_from_now: float) -> str:

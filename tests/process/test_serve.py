@@ -91,6 +91,12 @@ def test_cli_sale_create_and_show(gateway2: Gateway) -> None:
     assert '"per_user_limit": 2' in shown.stdout and '"backlog": 0' in shown.stdout
     again = seckill("sale", "create", "cli1", "--stock", "6", env=env)
     assert again.stdout.startswith("updated") and "6 of 6 left" in again.stdout
+    hot = seckill("sale", "create", "cli-hot", "--stock", "9", "--buckets", "3", env=env)
+    assert hot.returncode == 0, hot.stderr
+    assert "9 of 9 left" in hot.stdout and "buckets    3" in hot.stdout
+    fixed = seckill("sale", "create", "cli-hot", "--stock", "9", "--buckets", "2", env=env)
+    assert fixed.returncode == 1 and len(fixed.stderr.strip().splitlines()) == 1
+    assert "buckets_immutable" in fixed.stderr
 
 
 @pytest.mark.parametrize(
@@ -103,6 +109,8 @@ def test_cli_sale_create_and_show(gateway2: Gateway) -> None:
         (["sale", "create", "x", "--stock", "1", "--starts-at", "soon"], "starts_at"),
         (["sale", "create", "x", "--stock", "1", "--name", "n" * 201], "$.name"),
         (["sale", "create", "x", "--stock", str(10**12 + 1)], "--stock"),
+        (["sale", "create", "x", "--stock", "1", "--buckets", "65"], "--buckets"),
+        (["sale", "create", "x", "--stock", "1", "--buckets", "0"], "--buckets"),
     ],
 )
 def test_cli_sale_bad_input(gateway2: Gateway, args: list[str], fragment: str) -> None:

@@ -69,3 +69,16 @@ def test_demo_rejects_bad_flags_with_one_line() -> None:
     assert code == 2
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and "--customers" in err, err
+
+
+@pytest.mark.multiprocess
+def test_demo_on_a_sale_with_buckets() -> None:
+    code, out, err = run_demo(
+        "--stock", "60", "--customers", "300", "--processes", "2", "--buckets", "3"
+    )
+    assert code == 0, out + err
+    assert re.search(r"^  admitted\s+60 orders, 60 of 60 units$", out, re.M), out
+    assert re.search(r"^  rejected\s+sold_out 240$", out, re.M), out
+    verdicts = dict((name, v) for v, name in re.findall(r"^  (PASS|FAIL) (\w+): ", out, re.M))
+    assert set(verdicts) == {*NAMES, "buckets_conserve", "user_in_one_bucket", "bucket_counts"}
+    assert set(verdicts.values()) == {"PASS"}, out

@@ -21,7 +21,6 @@ from seckill.redis.scripts import Cancel, SalePut, Settle
 from seckill.schemas import (
     MAX_LISTED_ORDERS,
     MAX_LISTED_SALES,
-    AdminSaleView,
     LimitsUpdate,
     OrderList,
     SaleList,
@@ -67,9 +66,14 @@ async def put_sale(request: web.Request) -> web.Response:
         raise errors.InvalidRequest("ends_at must be after starts_at.")
     if result.outcome is SalePut.STOCK_CONFLICT:
         raise errors.StockConflict(f"stock cannot go below the {result.sold} unit(s) already sold.")
+    if result.outcome is SalePut.BUCKETS_IMMUTABLE:
+        raise errors.BucketsImmutable(
+            f"The sale has {result.buckets} bucket(s); buckets are fixed at creation."
+        )
     # The index is what the order reader walks; SADD is idempotent, so an update
-    # also repairs a create whose SADD was lost.
-    await rt.redis.sadd(keys.SALES_INDEX, sale_id)
+    # also repairs a create whose SADD was lost. A sale with buckets adds its
+    # bucket tags (their streams are read like a sale's).
+    await rt.redis.sadd(keys.SALES_INDEX, sale_id, *(await rt.scripts.route(sale_id) or ()))
     rt.cache.changed(sale_id)
     await publish_sale_changed(rt.redis, sale_id)
     status = 201 if result.outcome is SalePut.CREATED else 200
@@ -91,29 +95,20 @@ async def list_sales(request: web.Request) -> web.Response:
     _admin(request)
     rt = request.app[RUNTIME]
     members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
-    sale_ids = sorted(members)[:MAX_LISTED_SALES]
-    views: list[AdminSaleView] = []
-    if sale_ids:
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            for sale_id in sale_ids:
-                pipe.hgetall(keys.sale(sale_id))
-            rows: list[dict[str, str]] = await pipe.execute()
-        at = now_ms()
-        views = [
-            admin_view(sale_id, sale, at)
-            for sale_id, sale in zip(sale_ids, rows, strict=True)
-            if sale  # in the index, but its hash is gone: not a sale any more
-        ]
-    return json_response(SaleList(views, truncated=len(members) > MAX_LISTED_SALES))
+    all_ids = sorted(m for m in members if not keys.is_bucket_tag(m))
+    sale_ids = all_ids[:MAX_LISTED_SALES]
+    # in the index, but its hash is gone: not a sale any more (left out)
+    rows = await rt.scripts.read_sales(sale_ids)
+    at = now_ms()
+    views = [admin_view(sale_id, rows[sale_id], at) for sale_id in sale_ids if sale_id in rows]
+    return json_response(SaleList(views, truncated=len(all_ids) > MAX_LISTED_SALES))
 
 
 @routes.get("/admin/v1/sales/{sale_id}")
 async def get_sale(request: web.Request) -> web.Response:
     _admin(request)
     sale_id = path_id(request, "sale_id")
-    sale: dict[str, str] = await request.app[RUNTIME].redis.hgetall(  # type: ignore[assignment]
-        keys.sale(sale_id)
-    )
+    sale = await request.app[RUNTIME].scripts.read_sale(sale_id)
     if not sale:
         raise errors.SaleNotFound()
     return json_response(admin_view(sale_id, sale, now_ms()))
@@ -152,13 +147,11 @@ async def put_limits(request: web.Request) -> web.Response:
 async def cancel_order(request: web.Request) -> web.Response:
     """queued|confirmed -> cancelled; its units go back and the user may buy again."""
     _admin(request)
-    order_id = request.match_info["order_id"]
-    sale_id = keys.sale_of_order(order_id)
-    if sale_id is None:
-        raise errors.InvalidRequest("Malformed order_id.")
+    order_id, sale_id = _order_id(request)
     rt = request.app[RUNTIME]
     retention = request.app[SETTINGS].order_retention
-    outcome, order = await rt.scripts.cancel(sale_id, order_id, retention=retention)
+    owner = await rt.scripts.order_owner(order_id) or sale_id
+    outcome, order = await rt.scripts.cancel(owner, order_id, retention=retention)
     if outcome is Cancel.NOT_FOUND:
         raise errors.OrderNotFound()
     if outcome is Cancel.NOT_CANCELLABLE:
@@ -200,10 +193,11 @@ async def list_orders(request: web.Request) -> web.Response:
         raise errors.InvalidRequest("Malformed sale_id.")
     rt = request.app[RUNTIME]
     if sale_id is None:
+        # sale ids and bucket tags: a bucket parks its orders under its own tag
         members: set[str] = await rt.redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
         sale_ids = sorted(members)
     else:
-        sale_ids = [sale_id]
+        sale_ids = [sale_id, *(await rt.scripts.route(sale_id) or ())]
     found: list[tuple[str, str]] = []
     for sid in sale_ids:
         room = MAX_LISTED_ORDERS + 1 - len(found)  # one more: is the list truncated?
@@ -232,7 +226,8 @@ async def settle_order(request: web.Request) -> web.Response:
     body = await body_as(request, SettleRequest, ADMIN_BODY_LIMIT)
     rt = request.app[RUNTIME]
     retention = request.app[SETTINGS].order_retention
-    outcome, order = await rt.scripts.settle(sale_id, order_id, body.outcome, retention=retention)
+    owner = await rt.scripts.order_owner(order_id) or sale_id
+    outcome, order = await rt.scripts.settle(owner, order_id, body.outcome, retention=retention)
     if outcome is Settle.NOT_FOUND:
         raise errors.OrderNotFound()
     if outcome is Settle.NOT_UNDETERMINED:

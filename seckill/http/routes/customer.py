@@ -188,9 +188,10 @@ async def _is_replay(rt: Runtime, sale_id: str, user_id: str, idem: str) -> bool
     the sale sold out, so the local sold-out flag may not answer it: one EXISTS
     here, and admit.lua then replays the order.
     """
+    owner = await rt.scripts.user_owner(sale_id, user_id)  # the sale, or the user's bucket
     return bool(
         await rt.redis.exists(
-            keys.idem(sale_id, user_id, idem), keys.legacy_idem(sale_id, user_id, idem)
+            keys.idem(owner, user_id, idem), keys.legacy_idem(owner, user_id, idem)
         )
     )
 
@@ -210,9 +211,9 @@ async def get_order(request: web.Request) -> web.Response:
     if sale_id is None:
         raise errors.InvalidRequest("Malformed order_id.")
     user_id = request.app[IDENTIFY](request)
-    order: dict[str, str] = await request.app[RUNTIME].redis.hgetall(  # type: ignore[assignment]
-        keys.order(sale_id, order_id)
-    )
+    rt = request.app[RUNTIME]
+    owner = await rt.scripts.order_owner(order_id) or sale_id  # the sale, or its bucket
+    order: dict[str, str] = await rt.redis.hgetall(keys.order(owner, order_id))  # type: ignore[assignment]
     if not order or order.get("user_id") != user_id:
         raise errors.OrderNotFound()
     return json_response(order_view(order))
@@ -224,7 +225,7 @@ async def get_sale(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     hit, sale = rt.cache.cached_view(sale_id)
     if not hit:
-        sale = await rt.redis.hgetall(keys.sale(sale_id)) or None  # type: ignore[assignment]
+        sale = await rt.scripts.read_sale(sale_id)
         rt.cache.store_view(sale_id, sale)
     if sale is None:
         raise errors.SaleNotFound()

@@ -9,11 +9,12 @@ it fires while the processes' own figures stay visible.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from seckill import metrics
@@ -21,6 +22,7 @@ from seckill.core import limits
 from seckill.http.auth import check_bearer
 from seckill.http.state import RUNTIME, SETTINGS
 from seckill.redis import keys
+from seckill.redis.scripts import Scripts
 from seckill.schemas import to_builtins
 
 routes = web.RouteTableDef()
@@ -44,7 +46,7 @@ async def get_metrics(request: web.Request) -> web.Response:
         check_bearer(request, token, "Missing or wrong metrics token.")
     rt = request.app[RUNTIME]
     try:
-        sales = await _sales(rt.redis)
+        sales = await _sales(rt.redis, rt.scripts)
         stored = to_builtins(await limits.load(rt.redis))
     except (RedisError, OSError) as exc:  # redis-py's timeouts and resets included
         log.warning("/metrics without the Redis state: %s", exc)
@@ -56,34 +58,36 @@ async def get_metrics(request: web.Request) -> web.Response:
     return resp
 
 
-async def _sales(redis: Redis) -> dict[str, dict[str, str]]:
-    """Per sale: its stock, backlog and undetermined gauges, and its drift."""
+async def _sales(redis: Redis, scripts: Scripts) -> dict[str, dict[str, str]]:
+    """Per sale: its stock, backlog and undetermined gauges, and its drift.
+
+    A sale with buckets counts once, its buckets and pool summed
+    (:meth:`Scripts.read_sales`)."""
     members: set[str] = await redis.smembers(keys.SALES_INDEX)  # type: ignore[assignment, misc]
-    sale_ids = sorted(members)[:MAX_SALES]
+    sale_ids = sorted(m for m in members if not keys.is_bucket_tag(m))[:MAX_SALES]
     sales: dict[str, dict[str, str]] = {}
-    if not sale_ids:
-        return sales
-    async with redis.pipeline(transaction=False) as pipe:
-        for sale_id in sale_ids:
-            # the backlog gauge is n_queued (the hash has no field of its own)
-            pipe.hmget(
-                keys.sale(sale_id), ["stock_left", "stock_total", "n_queued", "n_undetermined"]
-            )
-            pipe.hlen(keys.units(sale_id))
-        rows: list[Any] = await pipe.execute()
-    holders: dict[str, int] = {}
-    for sale_id, (left, total, backlog, undetermined), n in zip(
-        sale_ids, rows[0::2], rows[1::2], strict=True
-    ):
-        if left is not None:
-            sales[sale_id] = {
-                "stock_left": left,
-                "stock_total": total,
-                "backlog": backlog,
-                "undetermined": undetermined,
-            }
-            holders[sale_id] = int(n)
-    await _drift(redis, sales, holders)
+    unbucketed: list[str] = []
+    for sale_id, sale in (await scripts.read_sales(sale_ids)).items():
+        if "stock_left" not in sale:
+            continue
+        # the backlog gauge is n_queued (the hash has no field of its own)
+        sales[sale_id] = {
+            "stock_left": sale["stock_left"],
+            "stock_total": sale.get("stock_total", ""),
+            "backlog": sale.get("n_queued", ""),
+            "undetermined": sale.get("n_undetermined", ""),
+        }
+        if "buckets" not in sale:
+            unbucketed.append(sale_id)
+    if unbucketed:
+        async with redis.pipeline(transaction=False) as pipe:
+            for sale_id in unbucketed:
+                pipe.hlen(keys.units(sale_id))
+            counts: list[Any] = await pipe.execute()
+        # a sale with buckets has no drift gauge: its units move between the
+        # pool and buckets on several slots (`seckill reconcile`-style checks
+        # of it are seckill.tools.invariants')
+        await _drift(redis, sales, {s: int(n) for s, n in zip(unbucketed, counts, strict=True)})
     metrics.prepare_sales([s for s, sale in sales.items() if sale["stock_left"] not in ("0", "")])
     return sales
 
@@ -92,7 +96,8 @@ async def _drift(redis: Redis, sales: dict[str, dict[str, str]], holders: dict[s
     """Set ``drift`` of each affordable sale: the units its counters say are
     sold (stock_total - stock_left) less the units its users hold (the units
     hash). The Lua scripts move both in one step, so anything but 0 is a
-    finding. Read in one MULTI, so that no buy lands between the two."""
+    finding. Read in one MULTI per sale (one slot, so a cluster takes it too),
+    so that no buy lands between the two."""
     chosen: list[str] = []
     budget = MAX_RECONCILED_HOLDERS
     for sale_id, n in holders.items():
@@ -101,11 +106,20 @@ async def _drift(redis: Redis, sales: dict[str, dict[str, str]], holders: dict[s
             budget -= n
     if not chosen:
         return
-    async with redis.pipeline(transaction=True) as pipe:
-        for sale_id in chosen:
-            pipe.hmget(keys.sale(sale_id), ["stock_left", "stock_total"])
-            pipe.hvals(keys.units(sale_id))
-        rows: list[Any] = await pipe.execute()
+    rows: list[Any] = []
+    # one MULTI of every sale on one server; in a cluster one MULTI per sale
+    # (a transaction spans one slot), sent together
+    groups = [[s] for s in chosen] if isinstance(redis, RedisCluster) else [chosen]
+
+    async def read(group: list[str]) -> list[Any]:
+        async with redis.pipeline(transaction=True) as pipe:
+            for sale_id in group:
+                pipe.hmget(keys.sale(sale_id), ["stock_left", "stock_total"])
+                pipe.hvals(keys.units(sale_id))
+            return await pipe.execute()  # type: ignore[no-any-return]
+
+    for part in await asyncio.gather(*(read(g) for g in groups)):
+        rows += part
     for sale_id, (left, total), held in zip(chosen, rows[0::2], rows[1::2], strict=True):
         if left is None or total is None:
             continue
