@@ -20,6 +20,12 @@ with :class:`NotSent` instead: it did not run, and never will. Any other
 failure leaves the command's fate unknown — Redis may have run it, or may
 still run it (a stalled server runs what it already received).
 
+In a Redis Cluster (:class:`AutoPipeline` with *seeds*) there is one such
+connection per primary, and a command goes to the primary serving its key
+(the slot map from ``CLUSTER SLOTS``). The redirections that prove a command
+did not run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) are followed; everything else
+above holds per connection (docs/architecture.md, "Redis Cluster").
+
 The pipeline also keeps an estimate of Redis's clock (:meth:`AutoPipeline.redis_now_ms`):
 ``TIME`` is sent with every new connection and every ``CLOCK_SYNC`` seconds after, and
 the offset to this host's monotonic clock kept. admit.lua's deadline is set
@@ -385,6 +391,26 @@ class AutoPipeline:
             return self._single.address
         node = None if self._slots is None else self._slots[slot_of(key)]
         return "" if node is None else node.address
+
+    def primaries(self) -> list[str]:
+        """``host:port`` of every primary in the slot map ([] before it is
+        read; the one server's address without a cluster)."""
+        if self._single is not None:
+            return [self._single.address]
+        if self._slots is None:
+            return []
+        return list(dict.fromkeys(n.address for n in self._slots if n is not None))
+
+    def execute_at(self, address: str, *args: Arg) -> Awaitable[Any]:
+        """One command to the node at *address* (``host:port``), wherever its
+        keys live: no redirection is followed (``SCRIPT LOAD`` on every primary)."""
+        host, _, port = address.rpartition(":")
+        node = self._single if self._single is not None else self._node(host, int(port))
+        assert node is not None
+        conn = node.conn
+        if conn is None or conn.closed:
+            return self._connect_and_send(node, args)
+        return conn.send(encode(args), asyncio.get_running_loop())
 
     async def _connect_and_send(self, node: _Node, args: tuple[Arg, ...]) -> Any:
         conn = await self._connect(node)

@@ -43,6 +43,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seckill.redis.autopipe import AutoPipeline, endpoint_of
 from seckill.redis.cluster_url import parse_cluster_url
@@ -66,8 +67,28 @@ class RedisClients:
         return self.pipe.cluster
 
     async def ping(self) -> None:
-        """Both clients answer, or the error of the first that does not."""
-        await asyncio.gather(self.redis.ping(), self.pipe.execute("PING"))
+        """Both clients answer, or the error of the first that does not. In a
+        cluster: some primary answers each (one primary down takes down its
+        own sales only, not the gateway)."""
+        if not self.cluster:
+            await asyncio.gather(self.redis.ping(), self.pipe.execute("PING"))
+            return
+        await asyncio.gather(self._ping_any_primary(), self.pipe.execute("PING"))
+
+    async def _ping_any_primary(self) -> None:
+        cluster = cast(RedisCluster, self.redis)
+        try:
+            await cluster.initialize()
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+        failure: Exception = RedisConnectionError("no Redis Cluster primary known")
+        for node in cluster.get_primaries():
+            try:
+                await cluster.execute_command("PING", target_nodes=node)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                failure = exc
+        raise failure
 
     async def aclose(self) -> None:
         """Close both, and every pooled connection (an explicit pool is not
@@ -93,18 +114,21 @@ def connect(url: str, *, pool_size: int = POOL_SIZE, timeout: float = TIMEOUT) -
         options.pop("port", None)
         options.pop("db", None)
         tls = options.pop("connection_class", None) is SSLConnection
+        settings: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            **options,  # the URL's options win, as with one server
+            "ssl": tls,
+            "decode_responses": True,
+            "retry": Retry(NoBackoff(), 0),
+            # a dead primary's slots stay down (no replica): the rest still serve
+            "require_full_coverage": False,
+        }
         client = BoundedRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in cluster.seeds],
             pool_size=pool_size,
             wait=timeout,
-            ssl=tls,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 0),
-            # a dead primary's slots stay down (no replica): the rest still serve
-            require_full_coverage=False,
-            **options,
+            **settings,
         )
         pipe = AutoPipeline(
             endpoint_of(ConnectionPool.from_url(cluster.node_url)), timeout, seeds=cluster.seeds
@@ -140,6 +164,7 @@ class BoundedRedisCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self._turns = asyncio.Semaphore(pool_size)
         self._wait = wait
+        self._next_listener = -1
 
     async def take_turn(self) -> bool:
         """Wait for a turn (False: this task holds one already, e.g. a pipeline
@@ -178,7 +203,44 @@ class BoundedRedisCluster(RedisCluster):
     def pubsub(
         self, node: Any | None = None, host: str | None = None, port: int | None = None, **kw: Any
     ) -> Any:
+        """Classic pub/sub reaches every node over the cluster bus, so a
+        subscriber may listen on any primary: each new one takes the next
+        primary in turn, and a listener that lost its node (and subscribes
+        again) finds a live one."""
+        if node is None and host is None:
+            primaries = self.get_primaries()
+            if primaries:
+                self._next_listener += 1
+                node = primaries[self._next_listener % len(primaries)]
         return _ClusterPubSub(self, node=node, host=host, port=port, **kw)
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        return self.publish_any(channel, message)
+
+    async def publish_any(self, channel: str, message: Any) -> int:
+        """PUBLISH (classic) through the first primary that answers, the one
+        serving the channel's slot first (redis-py would only ever try that
+        one): an event still goes out while one primary is down. A publish
+        whose answer was lost may go out twice; events are idempotent."""
+        try:
+            await self.initialize()
+            owner = self.get_node_from_key(channel)
+        except RedisClusterException as exc:  # no map yet, or the slot unserved
+            if not self.get_primaries():
+                raise _unreachable(exc) from exc
+            owner = None
+        nodes = [owner, *(n for n in self.get_primaries() if n is not owner)]
+        failure: Exception = RedisConnectionError("no Redis Cluster primary known")
+        for node in nodes:
+            if node is None:
+                continue
+            try:
+                return int(
+                    await self.execute_command("PUBLISH", channel, message, target_nodes=node)
+                )
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                failure = exc
+        raise failure
 
 
 def _unreachable(exc: RedisClusterException) -> Exception:

@@ -224,7 +224,7 @@ class Scripts:
         self._ack: AsyncScript = redis.register_script(lua_source("ack"))
         self._settle: AsyncScript = redis.register_script(lua_source("settle"))
         self._keys: dict[str, tuple[str, str, str, str]] = {}
-        #: SCRIPT LOADs in flight, by sha (and node address, in a cluster)
+        #: SCRIPT LOADs in flight, by sha
         self._loading: dict[str, asyncio.Future[Any]] = {}
         self._rates_of: Limits | None = None
         self._rate_args = ("", "")
@@ -468,19 +468,21 @@ class Scripts:
         return self._rate_args
 
     async def _run(self, script: AsyncScript, key_list: list[str], args: list[Any]) -> Any:
-        """EVALSHA through the auto-pipeline; on NOSCRIPT load it (on the node
-        serving the first key, in a cluster) and send it again."""
+        """EVALSHA through the auto-pipeline; on NOSCRIPT load it and send it
+        again (twice at most: in a cluster, a slot being migrated may send it
+        on to a primary that lost its scripts too)."""
         command = ("EVALSHA", script.sha, len(key_list), *key_list, *args)
-        try:
-            return await self._pipe.execute(*command)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        # Not run (the server lost its scripts, e.g. a restart): load and send again.
-        try:
-            await self._load(script, key_list[0] if key_list else None)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise NotSent(f"cannot load a script: {exc}") from exc
+        for _ in range(2 if self._pipe.cluster else 1):
+            try:
+                return await self._pipe.execute(*command)
+            except ResponseError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+            # Not run (the server lost its scripts, e.g. a restart): load and send again.
+            try:
+                await self._load(script, key_list[0] if key_list else None)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                raise NotSent(f"cannot load a script: {exc}") from exc
         return await self._pipe.execute(*command)
 
     def _loaded(self, loading: asyncio.Future[Any]) -> None:
@@ -493,22 +495,31 @@ class Scripts:
     async def _load(self, script: AsyncScript, key: str | None = None) -> None:
         """SCRIPT LOAD *script*, once for every caller that found it missing:
         a crowd arriving at a restarted Redis would otherwise load it once per
-        buy, each on a pooled connection of its own. In a cluster, on the
-        primary serving *key* only (through the auto-pipeline), so that one
-        primary down does not keep the others from loading."""
-        where = self._pipe.address_of(key) if self._pipe.cluster and key is not None else ""
-        loading = self._loading.get(script.sha + where)
+        buy, each on a pooled connection of its own. In a cluster, through the
+        auto-pipeline: on the primary serving *key* (it must answer) and on
+        every other primary (best effort: one primary down does not keep the
+        others from loading)."""
+        cluster = self._pipe.cluster and key is not None
+        loading = self._loading.get(script.sha)
         if loading is None:
-            if where:
+            if cluster:
                 assert key is not None
-                loading = asyncio.ensure_future(
-                    self._pipe.execute_for(key, "SCRIPT", "LOAD", str(script.script))
-                )
+                loading = asyncio.ensure_future(self._load_everywhere(str(script.script), key))
             else:
                 loading = asyncio.ensure_future(self._redis.script_load(script.script))
-            self._loading[script.sha + where] = loading
+            self._loading[script.sha] = loading
             loading.add_done_callback(self._loaded)
         await asyncio.shield(loading)
+
+    async def _load_everywhere(self, source: str, key: str) -> None:
+        pipe = self._pipe
+        where = pipe.address_of(key)
+        others = [a for a in pipe.primaries() if a != where]
+        loads = [pipe.execute_for(key, "SCRIPT", "LOAD", source)]
+        loads += [pipe.execute_at(a, "SCRIPT", "LOAD", source) for a in others]
+        first, *_ = await asyncio.gather(*loads, return_exceptions=True)
+        if isinstance(first, BaseException):
+            raise first
 
     # -- buckets (issue 13; docs/architecture.md, "One hot sale on several shards") --
 

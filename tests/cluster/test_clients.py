@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError, TimeoutError
 from seckill.process.procs import free_port
 from seckill.redis.autopipe import NotSent, command_key, slot_of
 from seckill.redis.client import BoundedRedisCluster, RedisClients, connect
+from seckill.redis.scripts import Scripts
 from tests.helpers.cluster import LocalCluster
 from tests.helpers.cluster import slot_of as redis_py_slot_of
 from tests.helpers.gateway import until
@@ -117,3 +118,95 @@ async def test_keyless_commands_go_to_any_primary(cluster_clients: RedisClients)
     seconds, _ = await cluster_clients.pipe.execute("TIME")
     assert abs(int(seconds) - time.time()) < 5
     assert abs(cluster_clients.pipe.redis_now_ms() - time.time() * 1000) < 5000
+
+
+async def test_ask_is_followed_on_the_same_connection(
+    local_cluster: LocalCluster, cluster_clients: RedisClients
+) -> None:
+    """A slot half migrated: a key not on the source any more is asked of the
+    target (ASKING, then the command, on one connection); the map is left as it is."""
+    pipe = cluster_clients.pipe
+    sale_id = local_cluster.sale_on(0)
+    key, slot = f"k{{{sale_id}}}", redis_py_slot_of(sale_id)
+    source, target = local_cluster.nodes[0], local_cluster.nodes[2]
+    assert await pipe.execute("SET", key, "before") == "OK"
+    source_id, target_id = local_cluster.node_id(0), local_cluster.node_id(2)
+    with source.client() as s, target.client() as t:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        s.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key)
+        try:
+            assert await pipe.execute("GET", key) == "before"  # asked of the target
+            assert await pipe.execute("SET", f"new{{{sale_id}}}", "x") == "OK"
+            assert pipe.redirected["ASK"] == 2
+            assert pipe.address_of(key) == source.address  # not moved yet
+            with target.client() as t2:
+                t2.execute_command("ASKING")
+                assert t2.get(f"new{{{sale_id}}}") == "x"
+        finally:  # hand the slot over, then the layout back
+            for node in local_cluster.nodes:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            local_cluster.wait_ok()
+    local_cluster.ensure_running()
+    assert local_cluster.node_of(key) is source
+
+
+async def test_a_slot_nobody_serves_fails_not_sent_within_the_timeout(
+    local_cluster: LocalCluster,
+) -> None:
+    """CLUSTERDOWN (the slot unassigned everywhere): the map read again, then
+    NotSent within the timeout; the command never ran. The other slots still
+    serve."""
+    sale_id = local_cluster.sale_on(1)
+    key, slot = f"n{{{sale_id}}}", redis_py_slot_of(sale_id)
+    clients = connect(local_cluster.url, timeout=0.5)
+    try:
+        assert await clients.pipe.execute("INCR", key) == 1
+        for node in local_cluster.nodes:
+            with node.client() as c:
+                c.execute_command("CLUSTER", "DELSLOTS", slot)
+        started = time.monotonic()
+        # CLUSTERDOWN, the map read again: nobody serves the slot
+        with pytest.raises(NotSent, match=r"CLUSTERDOWN|no Redis Cluster primary serves"):
+            await clients.pipe.execute("INCR", key)
+        assert time.monotonic() - started < 1.5
+        assert clients.pipe.redirected["CLUSTERDOWN"] >= 1
+        other = f"n{{{local_cluster.sale_on(0)}}}"
+        assert await clients.pipe.execute("INCR", other) == 1
+    finally:
+        with local_cluster.nodes[1].client() as c:
+            c.execute_command("CLUSTER", "ADDSLOTS", slot)
+        await clients.aclose()
+    local_cluster.wait_ok()
+    with local_cluster.nodes[1].client() as c:
+        assert c.get(key) == "1"  # the refused INCR never ran
+    local_cluster.flush_all()
+
+
+async def test_noscript_on_the_primary_an_ask_leads_to(
+    local_cluster: LocalCluster, cluster_clients: RedisClients
+) -> None:
+    """A script sent on by ASK to a primary without it: loaded there too (every
+    primary gets the script when one lacks it) and sent again."""
+    scripts = Scripts(cluster_clients)
+    script = cluster_clients.redis.register_script("return redis.call('GET', KEYS[1])")
+    sale_id = local_cluster.sale_on(0)
+    key, slot = f"k{{{sale_id}}}", redis_py_slot_of(sale_id)
+    source, target = local_cluster.nodes[0], local_cluster.nodes[2]
+    assert await cluster_clients.pipe.execute("SET", key, "here") == "OK"
+    assert await scripts._run(script, [key], []) == "here"
+    with source.client() as s, target.client() as t:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", local_cluster.node_id(0))
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", local_cluster.node_id(2))
+        s.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key)
+        t.script_flush()
+        try:
+            assert await scripts._run(script, [key], []) == "here"
+            assert cluster_clients.pipe.redirected["ASK"] >= 2
+        finally:
+            for node in local_cluster.nodes:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", local_cluster.node_id(2))
+            local_cluster.wait_ok()
+    local_cluster.ensure_running()

@@ -5,13 +5,16 @@ the fix)."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from pathlib import Path
 
 import aiohttp
 import pytest
+from redis.asyncio.connection import SSLConnection
 
 from seckill.process.procs import free_port
+from seckill.redis.client import connect
 from seckill.redis.cluster_url import parse_cluster_url
 from seckill.settings import ConfigError, Settings
 from tests.helpers.cli import assert_one_line_error, run_module
@@ -105,3 +108,18 @@ async def test_serve_runs_on_a_cluster(local_cluster: LocalCluster, tmp_path: Pa
         ):
             assert r.status == 202, await r.text()
         assert gw.stop() == 0
+
+
+async def test_both_clients_take_the_urls_credentials_and_options() -> None:
+    clients = connect("rediss+cluster://u:pw@10.0.0.1:7000,10.0.0.2:7000?ssl_cert_reqs=none")
+    try:
+        kwargs = clients.redis.connection_kwargs  # type: ignore[attr-defined]
+        assert kwargs["connection_class"] is SSLConnection
+        assert (kwargs["username"], kwargs["password"]) == ("u", "pw")
+        assert kwargs["ssl_cert_reqs"] == "none"
+        endpoint = clients.pipe.endpoint
+        assert endpoint.tls is not None and endpoint.tls.verify_mode == ssl.CERT_NONE
+        assert (endpoint.username, endpoint.password) == ("u", "pw")
+        assert clients.pipe.cluster
+    finally:
+        await clients.aclose()
