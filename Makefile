@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REDIS_SERVER ?= $(shell command -v redis-server 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format clean loadtest bench faults soak dev-cluster
+.PHONY: install run demo test lint format clean loadtest bench faults soak dev-cluster cluster-trial
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,3 +70,9 @@ faults: $(STAMP)
 # The soak (docs/faults.md): SOAK_ARGS="--minutes 2" shortens it.
 soak: $(STAMP)
 	$(BIN)/python -m loadtest.soak $(SOAK_ARGS)
+
+# The operator's trial of one hot sale on a local 3-primary cluster (README,
+# "Run against a Redis Cluster"): two gateways, a worker, locust at both, every
+# check; CLUSTER_TRIAL_ARGS="--stock 200 --users 60" shrinks it.
+cluster-trial: $(STAMP)
+	$(BIN)/python -m loadtest.cluster_trial $(CLUSTER_TRIAL_ARGS)
