@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from loadtest.bench.cli import parse_args
 from loadtest.bench.client import Admin, http_status
 from loadtest.bench.console import BenchError
 from loadtest.bench.measurement import LINE_RE, SHARD_LINE_RE, Measurement
@@ -329,3 +330,14 @@ def test_bench_shards_end_to_end(wrk: str, tmp_path: Path) -> None:
     # every node it started is gone: the clusters' pids are not alive any more
     pids = [node["pid"] for r in (one, three) for node in r["shards"]["nodes"]]
     wait_for(lambda: not any(alive(pid) for pid in pids), 10, "every node to be gone")
+
+
+def test_the_shard_scenario_is_opt_in() -> None:
+    assert parse_args([]).shards == ()
+    assert parse_args(["--scenarios", "shards"]).shards == (1, 3)
+    assert parse_args(["--scenarios", "shards"]).scenarios == ("bare",)
+    assert parse_args(["--shards", "3"]).shards == (3,)
+    assert parse_args(["--scenarios", "admit", "--shards", "1,3,3"]).shards == (1, 3)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--shards", "0"])
+    assert exc.value.code == 2
