@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REDIS_SERVER ?= $(shell command -v redis-server 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format clean loadtest bench faults soak dev-cluster mutants
+.PHONY: install run demo test lint format clean loadtest bench faults soak dev-cluster mutants cluster-trial
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,3 +75,9 @@ soak: $(STAMP)
 # killed by its tests; MUTANTS_ARGS="--only confirm-no-xack" narrows it.
 mutants: $(STAMP)
 	$(BIN)/python -m tests.mutants $(MUTANTS_ARGS)
+
+# The operator's trial of one hot sale on a local 3-primary cluster (README,
+# "Run against a Redis Cluster"): two gateways, a worker, locust at both, every
+# check; CLUSTER_TRIAL_ARGS="--stock 200 --users 60" shrinks it.
+cluster-trial: $(STAMP)
+	$(BIN)/python -m loadtest.cluster_trial $(CLUSTER_TRIAL_ARGS)

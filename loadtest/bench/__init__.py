@@ -2,6 +2,7 @@
 
     python -m loadtest.bench [--scenarios bare,admit,...] [--processes 1,2]
         [--connections 64,256] [--duration S] [--warmup S] [--out-dir DIR]
+        [--shards 1,3]
 
 It starts what it measures, on 127.0.0.1 only, through the project's one
 launcher (``seckill.tools.launcher``): for each process count P, the
@@ -20,6 +21,13 @@ for a warm-up that is not recorded, then for a fixed duration:
 - ``mixed_spike``  a real sale: a fresh sale with 10,000 units, a crowd of
                    200,000 users, no warm-up; records when it sold out and
                    when the order backlog was drained
+
+and, opt-in (``--scenarios shards`` or ``--shards 1,3``):
+
+- ``shards<N>``    a sale with ``buckets: N`` on a local Redis Cluster of N
+                   primaries, admitted by ``seckill serve --role gateway``;
+                   each primary's CPU per admission
+                   (:mod:`~loadtest.bench.shards`)
 
 at every connection count C. sold_out, rate_limited and mixed_spike share
 one gateway; every admit run gets a fresh one, since the orders it admits
@@ -59,6 +67,7 @@ The modules, in the order a run uses them:
 - :mod:`~loadtest.bench.servers`: the yardstick and the gateway, started
   through the launcher;
 - :mod:`~loadtest.bench.scenarios`: the runner and the five scenarios;
+- :mod:`~loadtest.bench.shards`: the opt-in shard scenario on local clusters;
 - :mod:`~loadtest.bench.wrk`: one wrk run and its figures;
 - :mod:`~loadtest.bench.sampling`: RSS and CPU time from /proc, by role;
 - :mod:`~loadtest.bench.client`: buys, ``/metrics`` and the admin API;

@@ -21,6 +21,7 @@ from loadtest.bench.machine import machine_info
 from loadtest.bench.report import print_summary, write_report
 from loadtest.bench.runner import Bench, Options
 from loadtest.bench.scenarios import SCENARIOS
+from loadtest.bench.shards import DEFAULT_SHARDS, SHARDS
 from loadtest.bench.wrk import THREADS, wrk_binary
 
 
@@ -63,9 +64,15 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--scenarios",
-        type=_csv(str, SCENARIOS),
+        type=_csv(str, (*SCENARIOS, SHARDS)),
         default=SCENARIOS,
-        help="comma-separated; bare is always measured (default: all)",
+        help="comma-separated; bare is always measured (default: all but shards, which is opt-in)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=_csv(int),
+        default=None,
+        help="primaries of the local clusters of the shards scenario (implies it; default 1,3)",
     )
     parser.add_argument("--processes", type=_csv(int, (1, 2)), default=(1, 2))
     parser.add_argument("--connections", type=_csv(int), default=(64, 256))
@@ -88,6 +95,11 @@ def parse_args(argv: list[str] | None) -> Options:
     if any(c < THREADS for c in args.connections):
         parser.error(f"--connections must be at least {THREADS} (wrk -t{THREADS})")
     scenarios = tuple(s for s in SCENARIOS if s in args.scenarios or s == "bare")
+    shards: tuple[int, ...] = ()
+    if args.shards is not None or SHARDS in args.scenarios:
+        shards = tuple(dict.fromkeys(args.shards or DEFAULT_SHARDS))
+        if any(not 1 <= n <= 16 for n in shards):
+            parser.error("--shards: each count must be 1..16")
     return Options(
         scenarios=scenarios,
         processes=tuple(sorted(set(args.processes))),
@@ -97,6 +109,7 @@ def parse_args(argv: list[str] | None) -> Options:
         out_dir=args.out_dir,
         quick=quick,
         drain_timeout=10.0 if quick else 60.0,
+        shards=shards,
     )
 
 

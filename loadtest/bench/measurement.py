@@ -17,6 +17,14 @@ LINE_RE = re.compile(
     r"^bench (bare|admit|sold_out|rate_limited|mixed_spike)-[12]p-c(64|256) "
     r"rps=\d+ p50_ms=[\d.]+ p99_ms=[\d.]+ ratio_to_bare=[\d.]+$"
 )
+#: the shard scenario's line (opt-in, :mod:`loadtest.bench.shards`): the same
+#: fields, then admissions/s, each primary's CPU µs per admission and the
+#: busiest primary's share of their CPU.
+SHARD_LINE_RE = re.compile(
+    r"^bench shards\d+-[12]p-c\d+ "
+    r"rps=\d+ p50_ms=[\d.]+ p99_ms=[\d.]+ ratio_to_bare=[\d.]+ "
+    r"admits_per_s=\d+ valkey_us_per_admit=[\d.]+(/[\d.]+)* busiest_node_share=[\d.]+$"
+)
 
 
 @dataclasses.dataclass
@@ -46,6 +54,17 @@ class Measurement:
         return (
             f"bench {self.key} rps={round(self.wrk.rps)} p50_ms={self.wrk.ms('p50'):.2f} "
             f"p99_ms={self.wrk.ms('p99'):.2f} ratio_to_bare={self.ratio_to_bare:.2f}"
+        ) + self._shard_fields()
+
+    def _shard_fields(self) -> str:
+        """The shard scenario's figures after the usual ones ('' for the others)."""
+        shards = self.extra.get("shards")
+        if not shards:
+            return ""
+        per_node = "/".join(f"{n['cpu_us_per_admit']:.1f}" for n in shards["nodes"])
+        return (
+            f" admits_per_s={round(shards['admits_per_s'])} valkey_us_per_admit={per_node}"
+            f" busiest_node_share={shards['busiest_node_share']:.2f}"
         )
 
     def cpu_seconds(self) -> dict[str, float]:

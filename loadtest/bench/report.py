@@ -40,6 +40,12 @@ def human_table(results: list[Measurement]) -> list[str]:
             notes.append(f"drained {m.extra['time_to_drain_s']}s")
         if m.scenario == "admit":
             notes.append(f"backlog at end {m.extra.get('backlog_at_end')}")
+        if "shards" in m.extra:
+            shards = m.extra["shards"]
+            per_node = "/".join(f"{n['cpu_us_per_admit']:.0f}" for n in shards["nodes"])
+            notes.append(
+                f"valkey us/admit per node {per_node}, busiest {shards['busiest_node_share']:.2f}"
+            )
         if m.errors.get("status_5xx") is None and m.scenario not in ("bare", "admit"):
             notes.append("5xx unknown (no /metrics)")
         rows.append(

@@ -22,7 +22,9 @@ from loadtest.bench.measurement import Measurement
 from loadtest.bench.sampling import loadavg, machine_busy_s, own_cpu_s
 from loadtest.bench.scenarios import SCENARIOS, GatewayScenarios, bare
 from loadtest.bench.servers import Server, start_bare, start_gateway
+from loadtest.bench.shards import run_shards, scenario_name
 from loadtest.bench.wrk import run_wrk
+from seckill.tools.launcher import GatewayProcess
 
 S = TypeVar("S", bound=Server[Any])
 
@@ -37,6 +39,8 @@ class Options:
     out_dir: Path
     quick: bool
     drain_timeout: float
+    #: primaries per cluster for the opt-in shard scenario (empty: not run)
+    shards: tuple[int, ...] = ()
 
 
 class Bench:
@@ -155,8 +159,11 @@ class Bench:
             if "admit" in wanted:
                 for c in self.opts.connections:
                     self.run_gateway(p, f"gateway-{p}p-admit-c{c}", [("admit", c)])
+            for n in self.opts.shards:
+                run_shards(self, n, p)
+        names = [*SCENARIOS, *(scenario_name(n) for n in self.opts.shards)]
         order = {(s, c): i for i, (s, c) in enumerate(
-            (s, c) for s in SCENARIOS for c in self.opts.connections)}  # fmt: skip
+            (s, c) for s in names for c in self.opts.connections)}  # fmt: skip
         self.results.sort(key=lambda m: (m.processes, order[m.scenario, m.connections]))
         yardstick = {
             (m.processes, m.connections): m.wrk.rps for m in self.results if m.scenario == "bare"
@@ -170,6 +177,17 @@ class Bench:
         server = self._start(start_bare(name, p, self.tmp / f"{name}.log"))
         for c in self.opts.connections:
             bare(self, server, c)
+        self._stop(server)
+
+    def start_cluster_gateway(self, p: int, name: str, redis_url: str) -> Server[GatewayProcess]:
+        """A fresh ``seckill serve --role gateway`` on a cluster (the shard
+        scenario): it admits and delivers nothing, with its own data dir."""
+        data_dir = self.tmp / name
+        data_dir.mkdir()
+        flags = ("--redis-url", redis_url, "--role", "gateway")
+        return self._start(start_gateway(name, p, data_dir, self.tmp / f"{name}.log", *flags))
+
+    def stop_server(self, server: Server[Any]) -> None:
         self._stop(server)
 
     def run_gateway(self, p: int, name: str, plan: Sequence[tuple[str, int]]) -> None:

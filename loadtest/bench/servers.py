@@ -97,15 +97,16 @@ def start_bare(name: str, processes: int, log_path: Path) -> Server[ChildProcess
 
 
 def start_gateway(
-    name: str, processes: int, data_dir: Path, log_path: Path
+    name: str, processes: int, data_dir: Path, log_path: Path, *flags: str
 ) -> Server[GatewayProcess]:
     """``seckill serve`` on a fresh *data_dir* (embedded Valkey, SQLite sink),
     with ``--max-backlog 0`` (no bound: admit queues orders faster than the
     sink writes them, and 503 ``overloaded`` would be measured instead); ready
-    when ``/readyz`` answers 200 and its "serving on" line is out."""
+    when ``/readyz`` answers 200 and its "serving on" line is out. *flags*
+    go after these (the shard scenario: ``--redis-url``, ``--role``)."""
     gateway = GatewayProcess(
         "--processes", str(processes), "--data-dir", str(data_dir), "--max-backlog", "0",
-        name=name, log_path=log_path, cwd=ROOT,
+        *flags, name=name, log_path=log_path, cwd=ROOT,
     )  # fmt: skip
     return Server(
         name, processes, gateway.port, gateway, gateway.serving, "readiness (/readyz 200)"

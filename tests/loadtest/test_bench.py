@@ -21,9 +21,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from loadtest.bench.cli import parse_args
 from loadtest.bench.client import Admin, http_status
 from loadtest.bench.console import BenchError
-from loadtest.bench.measurement import LINE_RE, Measurement
+from loadtest.bench.measurement import LINE_RE, SHARD_LINE_RE, Measurement
 from loadtest.bench.sampling import cpu_seconds, loadavg, machine_busy_s, memory_kb
 from loadtest.bench.servers import Server, start_bare
 from loadtest.bench.wrk import WrkResult, parse_wrk_output
@@ -273,3 +274,70 @@ def test_bench_end_to_end(wrk: str, tmp_path: Path) -> None:
     assert sold_out["rss_start"] and sold_out["rss_end"]
     assert report["services"]["bare-1p"]["exit_code"] == 0
     assert gateway["exit_code"] == 0
+
+
+def test_shard_line_format() -> None:
+    result = parse_wrk_output(FAKE_WRK)
+    nodes = [{"cpu_us_per_admit": us} for us in (11.25, 9.8, 10.0)]
+    shards = {"nodes": nodes, "admits_per_s": 13175.5, "busiest_node_share": 0.349}
+    m = Measurement("shards3", 1, 64, result, 0.5, [], [], {"total": 0}, {"shards": shards}, 0.0)
+    m.ratio_to_bare = 0.4
+    assert m.line() == (
+        "bench shards3-1p-c64 rps=34113 p50_ms=1.60 p99_ms=6.61 ratio_to_bare=0.40 "
+        "admits_per_s=13176 valkey_us_per_admit=11.2/9.8/10.0 busiest_node_share=0.35"
+    )
+    assert SHARD_LINE_RE.match(m.line()) and not LINE_RE.match(m.line())
+
+
+@pytest.mark.cluster
+def test_bench_shards_end_to_end(wrk: str, tmp_path: Path) -> None:
+    """The opt-in shard scenario, 1 s runs: a 1-primary and a 3-primary local
+    cluster, a gateway on each, a sale with 1 and 3 buckets; well-formed
+    lines after bare's, each primary's CPU per admission, the three buckets
+    on three primaries. No timing is asserted."""
+    env = {**os.environ, "BENCH_QUICK": "1"}
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest.bench", "--scenarios", "shards",
+            "--processes", "1", "--connections", "64", "--out-dir", str(tmp_path),
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("bench ")]
+    assert [line.split()[1] for line in lines] == [
+        "bare-1p-c64", "shards1-1p-c64", "shards3-1p-c64",
+    ], done.stdout  # fmt: skip
+    assert LINE_RE.match(lines[0]), lines[0]
+    for line in lines[1:]:
+        assert SHARD_LINE_RE.match(line), line
+    assert done.stdout.rstrip().splitlines()[-3:] == lines
+    assert lines[1].count("/") == 0 and lines[2].split("valkey_us_per_admit=")[1].count("/") == 2
+
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["problems"] == [], report["problems"]
+    one, three = report["results"][1:]
+    for result, n in ((one, 1), (three, 3)):
+        assert result["errors"]["total"] == 0 and result["non2xx"] == 0
+        assert result["server_admitted"] > 0
+        shards = result["shards"]
+        assert len(shards["nodes"]) == n
+        assert all(node["cpu_s"] >= 0 and node["pid"] for node in shards["nodes"])
+        assert 0 < shards["busiest_node_share"] <= 1
+        # every bucket found on the primary its slot names, one bucket per primary
+        assert sorted(shards["bucket_nodes"].values()) == list(range(n))
+    assert one["shards"]["busiest_node_share"] == 1.0
+    # every node it started is gone: the clusters' pids are not alive any more
+    pids = [node["pid"] for r in (one, three) for node in r["shards"]["nodes"]]
+    wait_for(lambda: not any(alive(pid) for pid in pids), 10, "every node to be gone")
+
+
+def test_the_shard_scenario_is_opt_in() -> None:
+    assert parse_args([]).shards == ()
+    assert parse_args(["--scenarios", "shards"]).shards == (1, 3)
+    assert parse_args(["--scenarios", "shards"]).scenarios == ("bare",)
+    assert parse_args(["--shards", "3"]).shards == (3,)
+    assert parse_args(["--scenarios", "admit", "--shards", "1,3,3"]).shards == (1, 3)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--shards", "0"])
+    assert exc.value.code == 2
