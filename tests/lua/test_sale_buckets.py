@@ -8,7 +8,9 @@ from collections import Counter
 
 from redis.asyncio import Redis
 
+from seckill.pipeline.consumer import GROUP
 from seckill.redis import keys
+from seckill.redis.client import RedisClients
 from seckill.redis.scripts import (
     Admit,
     SalePut,
@@ -241,6 +243,49 @@ async def test_a_bucket_refilled_meanwhile_is_no_sold_out(scripts: Scripts, redi
     assert (await check_buckets(redis, SALE)).ok
 
 
+async def test_stock_moved_during_the_quiet_round_is_no_sold_out(
+    scripts: Scripts, clients: RedisClients, redis: Redis
+) -> None:
+    """A buy in bucket 0 finds the pool and buckets 0 and 1 empty. While it
+    looks at the buckets one by one, another process drains bucket 2 (not
+    looked at yet) into the pool and moves it all into bucket 1 (already
+    looked at): the buy's round saw no unit and nothing outstanding, and its
+    next take finds the pool empty again — only the pool's ``xfer_seq`` tells
+    that units passed through it. The proof must not hold: look again, find
+    the units in bucket 1, buy."""
+    await make_sale(scripts, 10, 3, limit=1)
+    tags = await scripts.route(SALE)
+    assert tags is not None
+    for tag in tags[:2]:
+        await scripts.transfer(tag, SALE, -1)
+    await scripts.transfer(SALE, tags[2], -1)
+    assert await redis.hget(keys.sale(tags[2]), "stock_left") == "10"
+    other = Scripts(clients)  # another process, on the same server
+    real = scripts.transfer
+    interleaved = False
+
+    async def transfer(
+        source: str, dest: str, need: int, *, spread: int = 0, xid: str | None = None
+    ) -> tuple[int, int, int, int]:
+        nonlocal interleaved
+        if (source, dest) == (tags[2], SALE) and not interleaved:
+            interleaved = True  # between the buy's look at bucket 1 and at bucket 2
+            await other.transfer(tags[2], SALE, -1)
+            await other.transfer(SALE, tags[1], -1)
+        return await real(source, dest, need, spread=spread, xid=xid)
+
+    scripts.transfer = transfer  # type: ignore[method-assign]
+    try:
+        assert await scripts._find_stock(SALE, tags, 0, 1) is True
+    finally:
+        del scripts.transfer
+    assert interleaved
+    assert int(await redis.hget(keys.sale(tags[0]), "stock_left")) >= 1  # type: ignore[arg-type]
+    assert (await scripts.admit(SALE, users_of_bucket(0, 3, 1)[0], 1)).outcome is Admit.OK
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.available == 9, report.problems
+
+
 async def test_the_scripts_by_eval(scripts: Scripts, redis: Redis) -> None:
     """admit.lua on a home hash answers BUCKETED with the tags and changes
     nothing; bucket_put.lua never lets an older settings version win."""
@@ -285,3 +330,30 @@ async def test_park_and_settle_in_a_bucket(scripts: Scripts, redis: Redis) -> No
     assert sale is not None and (sale["n_undetermined"], sale["stock_left"]) == ("0", "6")
     report = await check_buckets(redis, SALE)
     assert report.ok, report.problems
+
+
+async def test_a_release_in_a_bucket_returns_the_units_to_that_bucket(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """A delivery that failed for good (release.lua, run by the pipeline on
+    the bucket's stream): the unit goes back to the order's bucket, where the
+    user may buy it again — not to the home hash, where nothing sells it."""
+    await make_sale(scripts, 6, 3, limit=1)
+    result = await scripts.admit(SALE, "rel", 1)
+    assert result.outcome is Admit.OK
+    owner = await scripts.order_owner(result.order_id)
+    assert owner is not None and keys.is_bucket_tag(owner)
+    left = int(await redis.hget(keys.sale(owner), "stock_left"))  # type: ignore[arg-type]
+    await redis.xgroup_create(keys.stream(owner), GROUP, id="0")
+    [[_, [(entry_id, _)]]] = await redis.xreadgroup(GROUP, "c", {keys.stream(owner): ">"})
+    assert await scripts.release(owner, result.order_id, GROUP, entry_id)
+    assert int(await redis.hget(keys.sale(owner), "stock_left")) == left + 1  # type: ignore[arg-type]
+    assert await redis.hget(keys.sale(SALE), "stock_left") is None
+    sale = await scripts.read_sale(SALE)
+    assert sale is not None and (sale["stock_left"], sale["n_failed"]) == ("6", "1")
+    report = await check_buckets(redis, SALE)
+    assert report.ok, report.problems
+    again = await scripts.admit(SALE, "rel", 1)
+    assert again.outcome is Admit.OK and bucket_of_order(again.order_id) == bucket_of_order(
+        result.order_id
+    )
