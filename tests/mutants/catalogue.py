@@ -466,6 +466,39 @@ BUCKETS: list[Mutant] = [
         (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
         where=PY,
     ),
+    Mutant(
+        "order-looked-up-in-the-home-hash",
+        "buckets",
+        "        return tags[k]\n",
+        "        return sale_id\n",
+        SALE_BUCKETS_API_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "replay-looked-up-in-the-home-hash",
+        "buckets",
+        "return sale_id if tags is None else tags[bucket_of_user(user_id, len(tags))]",
+        "return sale_id",
+        SALE_BUCKETS_API_TESTS,
+        where=PY,
+    ),
+    # -- the periodic reconciler of every admitting process ------------------------------------
+    Mutant(
+        "periodic-reconciler-not-started",
+        "buckets",
+        "        contexts += [background(listen), background(heartbeat), background(reconcile)]",
+        "        contexts += [background(listen), background(heartbeat)]",
+        ("tests/pipeline/test_roles.py",),
+        where=PY,
+    ),
+    Mutant(
+        "periodic-reconciler-takes-a-tag-for-its-sale",
+        "buckets",
+        "sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)})",
+        "sorted({m for m in members if keys.is_bucket_tag(m)})",
+        ("tests/pipeline/test_roles.py",),
+        where=PY,
+    ),
     # -- the checker's bucket checks -------------------------------------------------------------
     Mutant(
         "checker-buckets-forget-units-in-flight",
