@@ -357,3 +357,31 @@ async def test_a_release_in_a_bucket_returns_the_units_to_that_bucket(
     assert again.outcome is Admit.OK and bucket_of_order(again.order_id) == bucket_of_order(
         result.order_id
     )
+
+
+async def test_repeat_buyers_in_one_bucket_stop_at_the_limit_while_it_refills(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """100 users of bucket 0, 4 attempts each all in flight at once, limit 2,
+    220 units on 3 buckets: bucket 0 runs dry over and over (refills from the
+    pool, then drains of buckets 1 and 2) while repeat buyers race. Every
+    user ends with exactly 2, every refusal is limit_reached (20 units stay
+    unsold: never sold_out), and the units conserve."""
+    await make_sale(scripts, 220, 3, limit=2)
+    users = users_of_bucket(0, 3, 100, prefix="rb")
+    calls = [u for _ in range(4) for u in users]
+    results = await asyncio.gather(*(scripts.admit(SALE, u, 1) for u in calls))
+    held: Counter[str] = Counter()
+    refusals: Counter[Admit] = Counter()
+    for user, r in zip(calls, results, strict=True):
+        if r.outcome is Admit.OK:
+            held[user] += 1
+        else:
+            refusals[r.outcome] += 1
+    assert held == dict.fromkeys(users, 2), held
+    assert refusals == {Admit.LIMIT_REACHED: 200}, refusals
+    tags = await scripts.route(SALE)
+    assert tags is not None
+    assert await redis.hgetall(keys.units(tags[0])) == dict.fromkeys(users, "2")
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.available == 20, report.problems

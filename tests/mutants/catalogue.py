@@ -384,6 +384,14 @@ BUCKETS: list[Mutant] = [
         "if false then",
         SALE_BUCKETS_TESTS,
     ),
+    Mutant(
+        "stock-cut-refused-without-draining-the-buckets",
+        "buckets",
+        "if result.outcome is SalePut.STOCK_CONFLICT and await self.route(sale_id):",
+        "if False:",
+        SALE_BUCKETS_TESTS,
+        where=PY,
+    ),
     # -- the refill and its sold-out proof ---------------------------------------------------
     Mutant(
         "refill-skips-draining-the-other-buckets",
