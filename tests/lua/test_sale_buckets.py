@@ -4,6 +4,7 @@ buy path of ``Scripts`` against a real server, with exact counts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 
 from redis.asyncio import Redis
@@ -385,3 +386,35 @@ async def test_repeat_buyers_in_one_bucket_stop_at_the_limit_while_it_refills(
     assert await redis.hgetall(keys.units(tags[0])) == dict.fromkeys(users, "2")
     report = await check_buckets(redis, SALE)
     assert report.ok and report.available == 20, report.problems
+
+
+async def test_a_process_that_dies_before_the_credit_loses_no_unit(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """``Scripts.transfer`` runs take, credit, ack in that order: a process
+    that dies after the take (its credit never sent) leaves the transfer
+    outstanding with its units in flight, and the reconciler credits them.
+    Acknowledged before the credit, they would be nowhere."""
+    await make_sale(scripts, 60, 3, limit=1)
+    tags = await scripts.route(SALE)
+    assert tags is not None
+
+    class Died(Exception):
+        pass
+
+    async def dies(**_: object) -> None:
+        raise Died
+
+    credit = scripts._credit
+    scripts._credit = dies  # type: ignore[assignment]
+    try:
+        with contextlib.suppress(Died):
+            await scripts.transfer(SALE, tags[0], 7, xid="dying")
+    finally:
+        scripts._credit = credit
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.outstanding == 1 and report.in_flight == 7, report.problems
+    assert await scripts.reconcile(SALE) == 1
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.outstanding == 0 and report.available == 60, report.problems
+    assert await redis.zscore(keys.xfer_in(tags[0]), "dying") is not None

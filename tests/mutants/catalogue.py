@@ -335,6 +335,18 @@ MUTANTS: list[Mutant] = [
 SALE_BUCKETS_TESTS = ("tests/lua/test_sale_buckets.py",)
 SALE_BUCKETS_API_TESTS = ("tests/api/test_sale_buckets.py",)
 
+#: steps 2 and 3 of a transfer, as ``Scripts.finish`` runs them
+_CREDIT_STEP = (
+    "        await self._credit(\n"
+    "            keys=[keys.sale(dest), keys.xfer_in(dest)],"
+    ' args=[xid, _field(dest), amount, ""]\n'
+    "        )\n"
+)
+_ACK_STEP = (
+    "        await self._xack("
+    'keys=[keys.xfer_out(source), keys.xfer_done(source)], args=[xid, ""])\n'
+)
+
 #: one hot sale on several buckets (issue 13; docs/architecture.md, "One hot
 #: sale on several shards"): the transfers, the refill and its sold-out proof,
 #: the reconciler, the routing, where a returned unit goes, the checker's
@@ -368,6 +380,14 @@ BUCKETS: list[Mutant] = [
         "if amount > available then\n  amount = available\nend\n",
         "",
         SALE_BUCKETS_TESTS,
+    ),
+    Mutant(
+        "xfer-acknowledged-before-the-credit",
+        "buckets",
+        _CREDIT_STEP + _ACK_STEP,
+        _ACK_STEP + _CREDIT_STEP,
+        SALE_BUCKETS_TESTS,
+        where=PY,
     ),
     Mutant(
         "sale-creation-credits-buckets-and-pool",
