@@ -4,11 +4,14 @@ buy path of ``Scripts`` against a real server, with exact counts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 
 from redis.asyncio import Redis
 
+from seckill.pipeline.consumer import GROUP
 from seckill.redis import keys
+from seckill.redis.client import RedisClients
 from seckill.redis.scripts import (
     Admit,
     SalePut,
@@ -241,6 +244,49 @@ async def test_a_bucket_refilled_meanwhile_is_no_sold_out(scripts: Scripts, redi
     assert (await check_buckets(redis, SALE)).ok
 
 
+async def test_stock_moved_during_the_quiet_round_is_no_sold_out(
+    scripts: Scripts, clients: RedisClients, redis: Redis
+) -> None:
+    """A buy in bucket 0 finds the pool and buckets 0 and 1 empty. While it
+    looks at the buckets one by one, another process drains bucket 2 (not
+    looked at yet) into the pool and moves it all into bucket 1 (already
+    looked at): the buy's round saw no unit and nothing outstanding, and its
+    next take finds the pool empty again — only the pool's ``xfer_seq`` tells
+    that units passed through it. The proof must not hold: look again, find
+    the units in bucket 1, buy."""
+    await make_sale(scripts, 10, 3, limit=1)
+    tags = await scripts.route(SALE)
+    assert tags is not None
+    for tag in tags[:2]:
+        await scripts.transfer(tag, SALE, -1)
+    await scripts.transfer(SALE, tags[2], -1)
+    assert await redis.hget(keys.sale(tags[2]), "stock_left") == "10"
+    other = Scripts(clients)  # another process, on the same server
+    real = scripts.transfer
+    interleaved = False
+
+    async def transfer(
+        source: str, dest: str, need: int, *, spread: int = 0, xid: str | None = None
+    ) -> tuple[int, int, int, int]:
+        nonlocal interleaved
+        if (source, dest) == (tags[2], SALE) and not interleaved:
+            interleaved = True  # between the buy's look at bucket 1 and at bucket 2
+            await other.transfer(tags[2], SALE, -1)
+            await other.transfer(SALE, tags[1], -1)
+        return await real(source, dest, need, spread=spread, xid=xid)
+
+    scripts.transfer = transfer  # type: ignore[method-assign]
+    try:
+        assert await scripts._find_stock(SALE, tags, 0, 1) is True
+    finally:
+        del scripts.transfer
+    assert interleaved
+    assert int(await redis.hget(keys.sale(tags[0]), "stock_left")) >= 1  # type: ignore[arg-type]
+    assert (await scripts.admit(SALE, users_of_bucket(0, 3, 1)[0], 1)).outcome is Admit.OK
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.available == 9, report.problems
+
+
 async def test_the_scripts_by_eval(scripts: Scripts, redis: Redis) -> None:
     """admit.lua on a home hash answers BUCKETED with the tags and changes
     nothing; bucket_put.lua never lets an older settings version win."""
@@ -285,3 +331,90 @@ async def test_park_and_settle_in_a_bucket(scripts: Scripts, redis: Redis) -> No
     assert sale is not None and (sale["n_undetermined"], sale["stock_left"]) == ("0", "6")
     report = await check_buckets(redis, SALE)
     assert report.ok, report.problems
+
+
+async def test_a_release_in_a_bucket_returns_the_units_to_that_bucket(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """A delivery that failed for good (release.lua, run by the pipeline on
+    the bucket's stream): the unit goes back to the order's bucket, where the
+    user may buy it again — not to the home hash, where nothing sells it."""
+    await make_sale(scripts, 6, 3, limit=1)
+    result = await scripts.admit(SALE, "rel", 1)
+    assert result.outcome is Admit.OK
+    owner = await scripts.order_owner(result.order_id)
+    assert owner is not None and keys.is_bucket_tag(owner)
+    left = int(await redis.hget(keys.sale(owner), "stock_left"))  # type: ignore[arg-type]
+    await redis.xgroup_create(keys.stream(owner), GROUP, id="0")
+    [[_, [(entry_id, _)]]] = await redis.xreadgroup(GROUP, "c", {keys.stream(owner): ">"})
+    assert await scripts.release(owner, result.order_id, GROUP, entry_id)
+    assert int(await redis.hget(keys.sale(owner), "stock_left")) == left + 1  # type: ignore[arg-type]
+    assert await redis.hget(keys.sale(SALE), "stock_left") is None
+    sale = await scripts.read_sale(SALE)
+    assert sale is not None and (sale["stock_left"], sale["n_failed"]) == ("6", "1")
+    report = await check_buckets(redis, SALE)
+    assert report.ok, report.problems
+    again = await scripts.admit(SALE, "rel", 1)
+    assert again.outcome is Admit.OK and bucket_of_order(again.order_id) == bucket_of_order(
+        result.order_id
+    )
+
+
+async def test_repeat_buyers_in_one_bucket_stop_at_the_limit_while_it_refills(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """100 users of bucket 0, 4 attempts each all in flight at once, limit 2,
+    220 units on 3 buckets: bucket 0 runs dry over and over (refills from the
+    pool, then drains of buckets 1 and 2) while repeat buyers race. Every
+    user ends with exactly 2, every refusal is limit_reached (20 units stay
+    unsold: never sold_out), and the units conserve."""
+    await make_sale(scripts, 220, 3, limit=2)
+    users = users_of_bucket(0, 3, 100, prefix="rb")
+    calls = [u for _ in range(4) for u in users]
+    results = await asyncio.gather(*(scripts.admit(SALE, u, 1) for u in calls))
+    held: Counter[str] = Counter()
+    refusals: Counter[Admit] = Counter()
+    for user, r in zip(calls, results, strict=True):
+        if r.outcome is Admit.OK:
+            held[user] += 1
+        else:
+            refusals[r.outcome] += 1
+    assert held == dict.fromkeys(users, 2), held
+    assert refusals == {Admit.LIMIT_REACHED: 200}, refusals
+    tags = await scripts.route(SALE)
+    assert tags is not None
+    assert await redis.hgetall(keys.units(tags[0])) == dict.fromkeys(users, "2")
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.available == 20, report.problems
+
+
+async def test_a_process_that_dies_before_the_credit_loses_no_unit(
+    scripts: Scripts, redis: Redis
+) -> None:
+    """``Scripts.transfer`` runs take, credit, ack in that order: a process
+    that dies after the take (its credit never sent) leaves the transfer
+    outstanding with its units in flight, and the reconciler credits them.
+    Acknowledged before the credit, they would be nowhere."""
+    await make_sale(scripts, 60, 3, limit=1)
+    tags = await scripts.route(SALE)
+    assert tags is not None
+
+    class Died(Exception):
+        pass
+
+    async def dies(**_: object) -> None:
+        raise Died
+
+    credit = scripts._credit
+    scripts._credit = dies  # type: ignore[assignment]
+    try:
+        with contextlib.suppress(Died):
+            await scripts.transfer(SALE, tags[0], 7, xid="dying")
+    finally:
+        scripts._credit = credit
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.outstanding == 1 and report.in_flight == 7, report.problems
+    assert await scripts.reconcile(SALE) == 1
+    report = await check_buckets(redis, SALE)
+    assert report.ok and report.outstanding == 0 and report.available == 60, report.problems
+    assert await redis.zscore(keys.xfer_in(tags[0]), "dying") is not None

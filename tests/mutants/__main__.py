@@ -147,7 +147,8 @@ def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[int | None, str]:
     except subprocess.TimeoutExpired:
         return None, f"timed out after {MUTANT_TIMEOUT}s"
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
-    failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    # pytest's summary lines ("FAILED tests/…"), not a captured log line at ERROR level
+    failed = [ln for ln in lines if ln.startswith(("FAILED tests/", "ERROR tests/"))]
     summary = (failed[:1] or lines[-1:] or [done.stderr.strip()[-200:]])[0]
     return done.returncode, summary
 

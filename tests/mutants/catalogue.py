@@ -9,7 +9,7 @@ the mutant's name. ``tests`` are the pytest arguments that must catch it (a
 few files, run with ``-x``).
 
 Add a mutant when you add a rule the gateway must keep; add a test when one
-survives. A slot is left for the hot-sale buckets (``BUCKETS``).
+survives. The hot-sale buckets, the cluster pipeline and the roles: ``BUCKETS``.
 """
 
 from __future__ import annotations
@@ -332,9 +332,262 @@ MUTANTS: list[Mutant] = [
     ),
 ]
 
-#: the hot-sale buckets (another change adds them): their mutants go here —
-#: e.g. a bucket that sells past its share, a refill across buckets that loses
-#: stock — with the tests of tests/lua/test_buckets.py
-BUCKETS: list[Mutant] = []
+SALE_BUCKETS_TESTS = ("tests/lua/test_sale_buckets.py",)
+SALE_BUCKETS_API_TESTS = ("tests/api/test_sale_buckets.py",)
+
+#: steps 2 and 3 of a transfer, as ``Scripts.finish`` runs them
+_CREDIT_STEP = (
+    "        await self._credit(\n"
+    "            keys=[keys.sale(dest), keys.xfer_in(dest)],"
+    ' args=[xid, _field(dest), amount, ""]\n'
+    "        )\n"
+)
+_ACK_STEP = (
+    "        await self._xack("
+    'keys=[keys.xfer_out(source), keys.xfer_done(source)], args=[xid, ""])\n'
+)
+
+#: one hot sale on several buckets (issue 13; docs/architecture.md, "One hot
+#: sale on several shards"): the transfers, the refill and its sold-out proof,
+#: the reconciler, the routing, where a returned unit goes, the checker's
+#: bucket checks — and the cluster-mode pipeline and ``serve --role``
+BUCKETS: list[Mutant] = [
+    # -- the transfers (xfer_take, xfer_credit, xfer_ack) ----------------------------------
+    Mutant(
+        "xfer-credit-not-idempotent",
+        "buckets",
+        "if redis.call('ZSCORE', KEYS[2], ARGV[1]) then\n  return 0\nend\n",
+        "",
+        SALE_BUCKETS_TESTS,
+    ),
+    Mutant(
+        "xfer-take-does-not-subtract",
+        "buckets",
+        "redis.call('HSET', src, field, available - amount)",
+        "redis.call('HSET', src, field, available)",
+        SALE_BUCKETS_TESTS,
+    ),
+    Mutant(
+        "xfer-take-not-idempotent",
+        "buckets",
+        "local rec = redis.call('HGET', out, x)",
+        "local rec = false",
+        SALE_BUCKETS_TESTS,
+    ),
+    Mutant(
+        "xfer-take-not-capped-at-the-source",
+        "buckets",
+        "if amount > available then\n  amount = available\nend\n",
+        "",
+        SALE_BUCKETS_TESTS,
+    ),
+    Mutant(
+        "xfer-acknowledged-before-the-credit",
+        "buckets",
+        _CREDIT_STEP + _ACK_STEP,
+        _ACK_STEP + _CREDIT_STEP,
+        SALE_BUCKETS_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "sale-creation-credits-buckets-and-pool",
+        "buckets",
+        "await self.transfer(sale_id, tag, share)",
+        "await self.finish(sale_id, tag, secrets.token_urlsafe(12), share)",
+        SALE_BUCKETS_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "bucket-put-older-settings-win",
+        "buckets",
+        "if have and have >= v then",
+        "if false then",
+        SALE_BUCKETS_TESTS,
+    ),
+    Mutant(
+        "stock-cut-refused-without-draining-the-buckets",
+        "buckets",
+        "if result.outcome is SalePut.STOCK_CONFLICT and await self.route(sale_id):",
+        "if False:",
+        SALE_BUCKETS_TESTS,
+        where=PY,
+    ),
+    # -- the refill and its sold-out proof ---------------------------------------------------
+    Mutant(
+        "refill-skips-draining-the-other-buckets",
+        "buckets",
+        "await self.transfer(tag, home, 0 if j == k else -1)",
+        "await self.transfer(tag, home, 0)",
+        (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
+        where=PY,
+    ),
+    Mutant(
+        "sold-out-proof-ignores-the-pool-sequence",
+        "buckets",
+        "if quiet_seq is not None and seq == quiet_seq and outstanding == 0:",
+        "if quiet_seq is not None and outstanding == 0:",
+        (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
+        where=PY,
+    ),
+    Mutant(
+        "sold-out-proof-without-a-quiet-round",
+        "buckets",
+        "if quiet_seq is not None and seq == quiet_seq and outstanding == 0:",
+        "if outstanding == 0:",
+        (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
+        where=PY,
+    ),
+    Mutant(
+        "bucket-admission-reports-the-last-unit",
+        "buckets",
+        'Admit.OK, result.order_id, quantity, "queued", result.created_at_ms, -1',
+        'Admit.OK, result.order_id, quantity, "queued", result.created_at_ms, result.stock_left',
+        SALE_BUCKETS_API_TESTS,
+        where=PY,
+    ),
+    # -- the reconciler ------------------------------------------------------------------------
+    Mutant(
+        "reconciler-never-finishes-a-transfer",
+        "buckets",
+        "            await self.finish(owner, dest, _str(xid), int(amount))\n",
+        "",
+        SALE_BUCKETS_TESTS,
+        where=PY,
+    ),
+    # -- routing and where returned units go ---------------------------------------------------
+    Mutant(
+        "routing-depends-on-the-quantity",
+        "buckets",
+        "k = bucket_of_user(user_id, n)",
+        'k = bucket_of_user(f"{user_id}{quantity}", n)',
+        (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
+        where=PY,
+    ),
+    Mutant(
+        "bucket-rate-not-split",
+        "buckets",
+        "max(1, -(-limits.burst // n)),",
+        "limits.burst,",
+        SALE_BUCKETS_API_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "cancel-returns-units-to-the-home-hash",
+        "buckets",
+        "keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],",
+        "keys=[keys.order(sale_id, order_id), keys.sale(keys.sale_of_tag(sale_id)),"
+        " keys.units(sale_id)],",
+        (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
+        where=PY,
+    ),
+    Mutant(
+        "release-returns-units-to-the-home-hash",
+        "buckets",
+        "                keys.order(sale_id, order_id),\n"
+        "                keys.sale(sale_id),\n"
+        "                keys.units(sale_id),\n"
+        "                keys.stream(sale_id),\n",
+        "                keys.order(sale_id, order_id),\n"
+        "                keys.sale(keys.sale_of_tag(sale_id)),\n"
+        "                keys.units(sale_id),\n"
+        "                keys.stream(sale_id),\n",
+        (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
+        where=PY,
+    ),
+    Mutant(
+        "order-looked-up-in-the-home-hash",
+        "buckets",
+        "        return tags[k]\n",
+        "        return sale_id\n",
+        SALE_BUCKETS_API_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "replay-looked-up-in-the-home-hash",
+        "buckets",
+        "return sale_id if tags is None else tags[bucket_of_user(user_id, len(tags))]",
+        "return sale_id",
+        SALE_BUCKETS_API_TESTS,
+        where=PY,
+    ),
+    # -- the periodic reconciler of every admitting process ------------------------------------
+    Mutant(
+        "periodic-reconciler-not-started",
+        "buckets",
+        "        contexts += [background(listen), background(heartbeat), background(reconcile)]",
+        "        contexts += [background(listen), background(heartbeat)]",
+        ("tests/pipeline/test_roles.py",),
+        where=PY,
+    ),
+    Mutant(
+        "periodic-reconciler-takes-a-tag-for-its-sale",
+        "buckets",
+        "sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)})",
+        "sorted({m for m in members if keys.is_bucket_tag(m)})",
+        ("tests/pipeline/test_roles.py",),
+        where=PY,
+    ),
+    # -- the checker's bucket checks -------------------------------------------------------------
+    Mutant(
+        "checker-buckets-forget-units-in-flight",
+        "invariants",
+        "available = pool + sum(stock) + in_flight",
+        "available = pool + sum(stock)",
+        INVARIANT_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "checker-misses-a-user-in-the-wrong-bucket",
+        "invariants",
+        "if zlib.crc32(user.encode()) % len(tags) != k:",
+        "if False:",
+        INVARIANT_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "checker-buckets-allow-a-negative-place",
+        "invariants",
+        "negative = pool < 0 or min(stock, default=0) < 0",
+        "negative = False",
+        INVARIANT_TESTS,
+        where=PY,
+    ),
+    # -- the cluster-mode pipeline and the roles -------------------------------------------------
+    Mutant(
+        "per-stream-reader-skips-its-own-pending",
+        "restart",
+        "                    async with self._turn():  # a burst of new sales: a few at a time\n"
+        "                        await self._read_own_pending(sale_id)\n",
+        "",
+        ("tests/pipeline/test_streams.py",),
+        where=PY,
+    ),
+    Mutant(
+        "worker-serves-the-api",
+        "roles",
+        "        if settings.admits\n        # a worker: the probes",
+        "        if True\n        # a worker: the probes",
+        ("tests/pipeline/test_roles.py",),
+        where=PY,
+    ),
+    Mutant(
+        "gateway-delivers",
+        "roles",
+        "    if settings.delivers:\n        contexts.append(pipeline_ctx)",
+        "    if True:\n        contexts.append(pipeline_ctx)",
+        ("tests/pipeline/test_roles.py",),
+        where=PY,
+    ),
+    Mutant(
+        "worker-counts-in-the-shield",
+        "roles",
+        "        contexts += [background(listen), background(heartbeat), background(reconcile)]\n",
+        "        contexts += [background(listen), background(heartbeat), background(reconcile)]\n"
+        "    else:\n"
+        "        contexts.append(background(heartbeat))\n",
+        ("tests/pipeline/test_roles.py",),
+        where=PY,
+    ),
+]
 
 MUTANTS += BUCKETS

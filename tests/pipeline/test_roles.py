@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 from seckill.http.state import RUNTIME
 from seckill.pipeline.consumer import GROUP
 from seckill.redis import keys
+from seckill.redis import scripts as scripts_module
+from seckill.tools.invariants import check_buckets
 from tests.helpers.api import ADMIN, admin_sale, create_sale, crowd
 from tests.helpers.gateway import until
 from tests.helpers.webhook import Webhook
@@ -92,3 +94,41 @@ async def test_the_shield_divides_by_the_gateways_only(
     rt = gateway.app[RUNTIME]
     await until(lambda: rt.shield.rate is not None, 5, "the limits applied")
     assert rt.shield.rate == pytest.approx(100 * 2.0 / 2)
+
+
+async def test_a_gateway_finishes_an_interrupted_transfer_by_itself(
+    make_client: MakeClient, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process died between the two steps of a stock transfer of a sale with
+    buckets (taken from the pool, never credited): the reconciler that every
+    admitting process runs finishes it, with no buy or operator involved."""
+    monkeypatch.setattr(scripts_module, "RECONCILE_INTERVAL", 0.05)
+    gateway = await make_client(role="gateway")
+    await create_sale(gateway, "x1", stock=60, buckets=3)
+    tags = await gateway.app[RUNTIME].scripts.route("x1")
+    assert tags is not None
+    pool = int(await redis.hget(keys.sale("x1"), "pool"))  # type: ignore[arg-type]
+    long_ago = (await redis.time())[0] * 1000 - 10 * scripts_module.RECONCILE_MIN_AGE_MS
+    # step 1 only, as a process that died a while ago left it
+    taken = await redis.eval(
+        scripts_module.lua_source("xfer_take"),
+        3,
+        keys.sale("x1"),
+        keys.xfer_out("x1"),
+        keys.xfer_done("x1"),
+        "cut",
+        "pool",
+        5,
+        0,
+        tags[2],
+        long_ago,
+    )
+    assert taken[0] == 5 and int(await redis.hget(keys.sale("x1"), "pool")) == pool - 5  # type: ignore[arg-type]
+
+    async def finished() -> bool:
+        report = await check_buckets(redis, "x1")
+        assert report.ok, report.problems
+        return report.outstanding == 0 and report.in_flight == 0
+
+    await until(finished, 5, "the interrupted transfer finished by the gateway's reconciler")
+    assert await redis.zscore(keys.xfer_in(tags[2]), "cut") is not None

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from seckill.pipeline.consumer import GROUP, ROTATE_BLOCK_MS, Pipeline
+from seckill.pipeline.consumer import GROUP, IDLE_TIMEOUT_MS, ROTATE_BLOCK_MS, Pipeline
 from seckill.pipeline.sinks import sink_from_url
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
@@ -93,3 +93,42 @@ async def test_many_sales_are_all_delivered_exactly_once(
     assert 1 <= most_blocked <= (turns if per_stream else 1)
     for n in range(SALES):
         assert (await redis.xpending(keys.stream(f"m{n}"), GROUP))["pending"] == 0
+
+
+@pytest.mark.parametrize("per_stream", [False, True], ids=["multi-stream", "per-stream"])
+async def test_a_restart_re_delivers_its_own_pending_entries_at_once(
+    clients: RedisClients,
+    scripts: Scripts,
+    settings: Settings,
+    webhook: Webhook,
+    per_stream: bool,
+) -> None:
+    """Entries a consumer read before it died stay pending on its name; a
+    pipeline started again under that name delivers them at once, in either
+    read mode — well before the reclaimer could take them as idle."""
+    redis = clients.redis
+    sales = ["p0", "p1", "p2"]
+    order_ids: set[str] = set()
+    for sale in sales:
+        await scripts.sale_put(sale, {"stock": 10})
+        await redis.sadd(keys.SALES_INDEX, sale)
+        await redis.xgroup_create(keys.stream(sale), GROUP, id="0", mkstream=True)
+        for u in range(4):
+            order_ids.add((await scripts.admit(sale, f"u{u}", 1)).order_id)
+        # read under the name "reader", never handled: the reader died holding them
+        [[_, entries]] = await redis.xreadgroup(GROUP, "reader", {keys.stream(sale): ">"})
+        assert len(entries) == 4
+    options = dataclasses.replace(settings.pipeline_options(), per_stream=per_stream)
+    pipeline = Pipeline(
+        clients, scripts, sink_from_url(webhook.url, timeout=5), options, "reader", _noop
+    )
+    await pipeline.start()
+    try:
+        assert pipeline.per_stream is per_stream
+        within = IDLE_TIMEOUT_MS / 1000 / 3  # the reclaimer cannot have taken them by then
+        await until(lambda: webhook.delivered == order_ids, within, "the pending entries re-read")
+    finally:
+        await pipeline.stop()
+    assert set(webhook.by_key.values()) == {1}
+    for sale in sales:
+        assert (await redis.xpending(keys.stream(sale), GROUP))["pending"] == 0

@@ -17,13 +17,14 @@ from redis.asyncio import Redis
 from seckill.pipeline.consumer import GROUP
 from seckill.process.procs import free_port
 from seckill.redis import keys
-from seckill.redis.scripts import Admit, Cancel, SalePut, Scripts
+from seckill.redis.scripts import Admit, Cancel, SalePut, Scripts, bucket_of_user
 from seckill.tools.invariants import (
     ADMIN_ONLY_NOTE,
     BATCH,
     Check,
     CheckError,
     admin_checks,
+    check_buckets,
     check_sale,
     load_orders,
 )
@@ -488,3 +489,68 @@ async def test_checker_through_the_admin_api_only(client: TestClient) -> None:
     assert code == 2 and out == "" and "unauthenticated" in err, (out, err)
     code, _, err = await checker("--url", url, "--sale", "nope", env=env)
     assert code == 2 and "sale_not_found" in err, err
+
+
+# -- a sale with buckets: the checks only it has ----------------------------------------------
+
+BUCKETED = "invb"
+
+
+@pytest.fixture
+async def buckets(redis: Redis, scripts: Scripts) -> tuple[str, ...]:
+    """stock 30 on 3 buckets, six buyers of one unit: a clean state; its tags."""
+    put = await scripts.sale_put(BUCKETED, {"stock": 30, "per_user_limit": 1, "buckets": 3})
+    assert put.outcome is SalePut.CREATED
+    for i in range(6):
+        assert (await scripts.admit(BUCKETED, f"b{i}", 1)).outcome is Admit.OK
+    report = await check_buckets(redis, BUCKETED)
+    assert report.ok and report.available == 24, report.problems
+    tags = await scripts.route(BUCKETED)
+    assert tags is not None
+    return tags
+
+
+async def test_units_held_in_another_bucket_than_the_users_fail(
+    redis: Redis, buckets: tuple[str, ...]
+) -> None:
+    """A user's units in a bucket other than crc32(user) mod N: the per-user
+    limit was not decided by one script."""
+    k = bucket_of_user("b0", 3)
+    wrong = buckets[(k + 1) % 3]
+    await redis.hdel(keys.units(buckets[k]), "b0")
+    await redis.hset(keys.units(wrong), "b0", 1)
+    report = await check_buckets(redis, BUCKETED)
+    failed = [c for c in report.checks if not c.ok]
+    assert [c.name for c in failed] == ["user_in_one_bucket"]
+    assert "b0 in bucket" in failed[0].detail
+
+
+async def test_a_place_below_zero_fails_even_when_the_sum_holds(
+    redis: Redis, buckets: tuple[str, ...]
+) -> None:
+    """A bucket at -1 and one unit too many in the pool: the sum is right, the
+    sale is oversold in that bucket."""
+    left = int(await redis.hget(keys.sale(buckets[0]), "stock_left"))  # type: ignore[arg-type]
+    await redis.hincrby(keys.sale(buckets[0]), "stock_left", -(left + 1))
+    await redis.hincrby(keys.sale(BUCKETED), "pool", left + 1)
+    report = await check_buckets(redis, BUCKETED)
+    assert report.available == 24
+    assert [c.name for c in report.checks if not c.ok] == ["buckets_conserve"]
+
+
+async def test_units_in_flight_count_and_a_credit_twice_fails(
+    redis: Redis, scripts: Scripts, buckets: tuple[str, ...]
+) -> None:
+    """A transfer cut after its take holds its units in flight (counted: the
+    sale conserves); a credit applied without a take creates units."""
+    amount, _, _, state = await scripts.take(BUCKETED, buckets[1], 4, xid="cut")
+    assert (amount, state) == (4, 0)
+    report = await check_buckets(redis, BUCKETED)
+    assert report.ok and report.in_flight == 4 and report.available == 24, report.problems
+    await scripts.finish(BUCKETED, buckets[1], "cut", 4)
+    report = await check_buckets(redis, BUCKETED)
+    assert report.ok and report.in_flight == 0 and report.outstanding == 0
+    await scripts.finish(BUCKETED, buckets[2], "forged", 3)  # units from nowhere
+    report = await check_buckets(redis, BUCKETED)
+    assert report.available == 27
+    assert [c.name for c in report.checks if not c.ok] == ["buckets_conserve"]
