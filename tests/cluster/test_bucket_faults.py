@@ -283,6 +283,8 @@ async def test_a_bucket_primary_killed_mid_load(
     victim = next(k for k in range(3) if nodes[k] != home)
     dead = nodes[victim]
     groups = [users_of_bucket(k, 3, 170, f"k{k}-") for k in range(3)]
+    # and 100 more of the dead bucket last: buys sent once it is dead
+    more = users_of_bucket(victim, 3, 270, f"k{victim}-")[170:]
     warm = await crowd([cluster_client], sale, interleave(*(g[:20] for g in groups)))
     assert statuses(warm) == {202: 60}
     window: list[float] = []
@@ -290,7 +292,7 @@ async def test_a_bucket_primary_killed_mid_load(
         during = await crowd(
             [cluster_client],
             sale,
-            interleave(*(g[20:] for g in groups)),
+            interleave(*(g[20:] for g in groups)) + more,
             concurrency=150,
             fault=lambda: local_cluster.kill(dead),
             after=60,
