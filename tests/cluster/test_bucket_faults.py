@@ -37,7 +37,7 @@ from seckill.tools.invariants import (
     check_sale,
     wait_drained,
 )
-from tests.helpers.api import create_sale, make_app
+from tests.helpers.api import ADMIN, create_sale, make_app
 from tests.helpers.cluster import LocalCluster, slot_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fault]
@@ -506,3 +506,43 @@ async def test_script_flush_on_every_primary_mid_run(
     home = local_cluster.node_of(keys.sale(sale))
     with home.client() as c:
         assert c.script_exists(take.sha) == [True]
+
+
+async def test_scripts_lost_on_the_live_primaries_while_one_is_dead(
+    cluster_client: Client,
+    cluster_clients: RedisClients,
+    local_cluster: LocalCluster,
+    checker: Callable[[], RedisClients],
+) -> None:
+    """One primary (a bucket's) is dead and the others lose their scripts
+    meanwhile (a restart, a SCRIPT FLUSH): the live buckets still refill from
+    the pool — the transfer scripts are loaded again on the primaries that
+    run them, not on every primary, which fails while one is down — and an
+    order on a live primary is still cancelled. Back up: exact."""
+    sale = local_cluster.sale_on(0, "pd")
+    home = local_cluster.node_of(keys.sale(sale)).index
+    await create_sale(cluster_client, sale, stock=300, buckets=3, per_user_limit=1)
+    _, nodes = await bucket_nodes(cluster_clients, local_cluster, sale)
+    victim = next(k for k in range(3) if nodes[k] != home)
+    alive = [k for k in range(3) if nodes[k] != nodes[victim]]
+    # 80 buyers in each live bucket: 50 units each, then refills
+    users = interleave(*(users_of_bucket(k, 3, 80, f"p{k}-") for k in alive))
+    local_cluster.kill(nodes[victim])
+    try:
+        for node in local_cluster.nodes:
+            if node.running:
+                with node.client() as c:
+                    c.script_flush()
+        answers = await crowd([cluster_client], sale, users, concurrency=100)
+        assert statuses(answers) == {202: len(users)}, Counter(a.error for a in answers)
+        for node in local_cluster.nodes:
+            if node.running:
+                with node.client() as c:
+                    c.script_flush()
+        order = answers[0].body["order_id"]
+        resp = await cluster_client.post(f"/admin/v1/orders/{order}/cancel", headers=ADMIN)
+        assert resp.status == 200 and (await resp.json())["status"] == "cancelled"
+    finally:
+        local_cluster.restart(nodes[victim])
+    report = await exact_books(checker().redis, sale, answers[1:])
+    assert report.available == 300 - len(users) + 1
