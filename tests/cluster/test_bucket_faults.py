@@ -1,7 +1,8 @@
 """Faults in cluster mode for a sale with buckets (issue 13, item 8), under
 crowds of hundreds of concurrent buyers: buyers skewed onto one bucket (two
 gateways), a primary killed mid-load holding one bucket or the home (the
-pool), a bucket's slot migrated mid-load, SCRIPT FLUSH on every primary.
+pool), a bucket's slot migrated mid-load, SCRIPT FLUSH on every primary, and
+the scripts lost on the live primaries while one is dead.
 
 Every time the books are exact (``check_buckets`` / ``check_sale``): pool +
 Σ buckets + in flight = stock_total − units held, nobody over the limit, the
