@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seckill.redis import keys
@@ -485,6 +485,22 @@ class Scripts:
                 raise NotSent(f"cannot load a script: {exc}") from exc
         return await self._pipe.execute(*command)
 
+    async def _eval(self, script: AsyncScript, key_list: list[str], args: list[Any]) -> Any:
+        """An admin or transfer script through the pooled client. In a
+        cluster, NOSCRIPT (not run) is answered as for the auto-pipeline's
+        scripts (:meth:`_load`: loaded on the key's primary, best effort on
+        the others) and the script sent again: redis-py's ``Script`` would
+        load it on every primary, and fail while any one of them is down."""
+        if not self._pipe.cluster:
+            return await script(keys=key_list, args=args)
+        command = (script.sha, len(key_list), *key_list, *args)
+        try:
+            return await self._redis.evalsha(*command)  # type: ignore[misc]
+        except NoScriptError:
+            pass
+        await self._load(script, key_list[0])
+        return await self._redis.evalsha(*command)  # type: ignore[misc]
+
     def _loaded(self, loading: asyncio.Future[Any]) -> None:
         """A SCRIPT LOAD is over: forget it, and take its error (every caller
         that waited for it may have been cancelled meanwhile)."""
@@ -704,19 +720,20 @@ class Scripts:
     async def _take_step(
         self, source: str, dest: str, need: int, spread: int, xid: str
     ) -> tuple[int, int, int, int, int]:
-        reply: list[Any] = await self._take(
-            keys=[keys.sale(source), keys.xfer_out(source), keys.xfer_done(source)],
-            args=[xid, _field(source), need, spread, dest, ""],
+        reply: list[Any] = await self._eval(
+            self._take,
+            [keys.sale(source), keys.xfer_out(source), keys.xfer_done(source)],
+            [xid, _field(source), need, spread, dest, ""],
         )
         amount, seq, outstanding, state, left = (int(x) for x in reply)
         return amount, seq, outstanding, state, left
 
     async def finish(self, source: str, dest: str, xid: str, amount: int) -> None:
         """Steps 2 and 3: credit *dest* (once), then acknowledge at *source*."""
-        await self._credit(
-            keys=[keys.sale(dest), keys.xfer_in(dest)], args=[xid, _field(dest), amount, ""]
+        await self._eval(
+            self._credit, [keys.sale(dest), keys.xfer_in(dest)], [xid, _field(dest), amount, ""]
         )
-        await self._xack(keys=[keys.xfer_out(source), keys.xfer_done(source)], args=[xid, ""])
+        await self._eval(self._xack, [keys.xfer_out(source), keys.xfer_done(source)], [xid, ""])
 
     async def reconcile_owner(self, owner: str, *, min_age_ms: int = 0) -> int:
         """Finish the transfers outstanding at *owner* (older than
@@ -757,7 +774,7 @@ class Scripts:
         fields = ["cfg_v", "starts_at", "ends_at", "per_user_limit"]
         cfg = [_str(x) for x in await self._redis.hmget(keys.sale(sale_id), fields)]  # type: ignore[misc]
         for k, tag in enumerate(tags):
-            await self._bucket_put(keys=[keys.sale(tag)], args=[sale_id, k, *cfg])
+            await self._eval(self._bucket_put, [keys.sale(tag)], [sale_id, k, *cfg])
 
     async def choose_tags(self, sale_id: str, buckets: int) -> list[str]:
         """Bucket tags for a new sale: on a cluster, each on a slot of its own
@@ -901,9 +918,10 @@ class Scripts:
     async def _sale_put_once(
         self, sale_id: str, fields: dict[str, Any], now_ms: int | None, tags: str
     ) -> SalePutResult:
-        reply: list[Any] = await self._sale_put(
-            keys=[keys.sale(sale_id)],
-            args=[msgspec.json.encode(fields), "" if now_ms is None else now_ms, sale_id, tags],
+        reply: list[Any] = await self._eval(
+            self._sale_put,
+            [keys.sale(sale_id)],
+            [msgspec.json.encode(fields), "" if now_ms is None else now_ms, sale_id, tags],
         )
         outcome = SalePut(int(reply[0]))
         if outcome is SalePut.STOCK_CONFLICT:
@@ -999,9 +1017,10 @@ class Scripts:
         self, sale_id: str, order_id: str, *, retention: int = 0
     ) -> tuple[Cancel, dict[str, str]]:
         """queued|confirmed -> cancelled with its units back; the order hash after."""
-        reply: list[Any] = await self._cancel(
-            keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],
-            args=[retention],
+        reply: list[Any] = await self._eval(
+            self._cancel,
+            [keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],
+            [retention],
         )
         flat = [_str(x) for x in reply[1:]]
         return Cancel(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
@@ -1019,14 +1038,15 @@ class Scripts:
         units back ("release"); the order hash after."""
         if outcome not in ("confirm", "release"):
             raise ValueError(f"outcome must be 'confirm' or 'release', got {outcome!r}")
-        reply: list[Any] = await self._settle(
-            keys=[
+        reply: list[Any] = await self._eval(
+            self._settle,
+            [
                 keys.order(sale_id, order_id),
                 keys.sale(sale_id),
                 keys.units(sale_id),
                 keys.undetermined(sale_id),
             ],
-            args=[outcome, "" if now_ms is None else now_ms, retention, order_id],
+            [outcome, "" if now_ms is None else now_ms, retention, order_id],
         )
         flat = [_str(x) for x in reply[1:]]
         return Settle(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
