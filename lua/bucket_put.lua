@@ -9,6 +9,7 @@
 -- ARGV[4]  starts_at (ms)
 -- ARGV[5]  ends_at (ms, or "" = open-ended)
 -- ARGV[6]  per_user_limit
+-- ARGV[7]  pay_window_s ("" = no pay window; confirm.lua reads the bucket's copy)
 --
 -- Returns 1 when it wrote, 0 when the bucket already had this version or a
 -- newer one (an older writer never overwrites a newer one).
@@ -25,4 +26,9 @@ if redis.call('HEXISTS', b, 'stock_left') == 0 then
 end
 redis.call('HSET', b, 'starts_at', ARGV[4], 'ends_at', ARGV[5],
   'per_user_limit', ARGV[6], 'cfg_v', v)
+if (ARGV[7] or '') == '' then
+  redis.call('HDEL', b, 'pay_window_s')
+else
+  redis.call('HSET', b, 'pay_window_s', ARGV[7])
+end
 return 1

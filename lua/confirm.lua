@@ -3,6 +3,7 @@
 -- KEYS[1]  seckill:{S}:order:{O}   order hash
 -- KEYS[2]  seckill:{S}:sale        sale hash (counters)
 -- KEYS[3]  seckill:{S}:orders      the sale's stream
+-- KEYS[4]  seckill:{S}:pay_deadlines  sorted set order id -> pay deadline (ms)
 --
 -- ARGV[1]  consumer group
 -- ARGV[2]  stream entry id
@@ -14,6 +15,10 @@
 -- the XACK). Idempotent: a replayed confirm changes nothing twice.
 -- The entry is acknowledged and deleted from the stream (nothing reads an
 -- acknowledged entry again); the order hash expires after the retention.
+-- A sale with a pay window (pay_window_s in its hash, issue 15) gives the
+-- confirmed order a deadline: confirmed_at + window, in the order hash
+-- (pay_deadline) and in KEYS[4]; its hash then keeps no TTL until it is
+-- final (paid.lua / expire.lua give it the retention).
 
 local status = redis.call('HGET', KEYS[1], 'status')
 local changed = 0
@@ -28,8 +33,13 @@ if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'confirmed', 'confirmed_at', now)
   redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
   redis.call('HINCRBY', KEYS[2], 'n_confirmed', 1)
+  local window = tonumber(redis.call('HGET', KEYS[2], 'pay_window_s'))
   local retention = tonumber(ARGV[4]) or 0
-  if retention > 0 then
+  if window and window > 0 then
+    local deadline = now + window * 1000
+    redis.call('HSET', KEYS[1], 'pay_deadline', deadline)
+    redis.call('ZADD', KEYS[4], deadline, redis.call('HGET', KEYS[1], 'order_id'))
+  elseif retention > 0 then
     redis.call('EXPIRE', KEYS[1], retention)
   end
   changed = 1

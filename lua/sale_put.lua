@@ -4,8 +4,9 @@
 --
 -- ARGV[1]  JSON object with any of: name (string), stock (int >= 0),
 --          starts_at (ms, or null = now), ends_at (ms, or null = open-ended),
---          per_user_limit (int >= 1), buckets (int 1..64). The caller has
---          checked types and ranges.
+--          per_user_limit (int >= 1), buckets (int 1..64), pay_window_s
+--          (int >= 1, or null = no pay window). The caller has checked types
+--          and ranges.
 -- ARGV[2]  now in ms, or "" to use Redis TIME
 -- ARGV[3]  sale id (the default name)
 -- ARGV[4]  the bucket tags, space-separated, when creating a sale with
@@ -97,9 +98,17 @@ end
 
 redis.call('HSET', sale_key, 'name', name, 'stock_total', total, stock_field, left,
   'starts_at', starts_at, 'ends_at', ends_at, 'per_user_limit', limit)
+if given.pay_window_s ~= nil then
+  if given.pay_window_s == cjson.null then
+    redis.call('HDEL', sale_key, 'pay_window_s')
+  else
+    redis.call('HSET', sale_key, 'pay_window_s', given.pay_window_s)
+  end
+end
 if created then
   redis.call('HSET', sale_key, 'created_at', now,
-    'n_queued', 0, 'n_confirmed', 0, 'n_failed', 0, 'n_cancelled', 0)
+    'n_queued', 0, 'n_confirmed', 0, 'n_failed', 0, 'n_cancelled', 0,
+    'n_paid', 0, 'n_expired', 0)
   if buckets > 1 then
     redis.call('HSET', sale_key, 'buckets', buckets, 'tags', ARGV[4], 'xfer_seq', 0)
   end

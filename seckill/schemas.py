@@ -44,6 +44,8 @@ MAX_PER_USER_LIMIT = 1_000_000
 #: a sale's stock on at most this many buckets (shards), each with its own hash tag
 MAX_BUCKETS = 64
 MAX_NAME = 200
+#: a sale's pay window: 1 s to 30 days (issue 15)
+MAX_PAY_WINDOW_S = 30 * 86_400
 #: rates in requests/s: one request in 1000 s is the slowest (slower is no
 #: rate limit but a closed sale)
 MIN_RATE, MAX_RATE = 0.001, 1e9
@@ -71,6 +73,15 @@ Buckets = Annotated[
     ),
 ]
 Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME)]
+PayWindow = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=MAX_PAY_WINDOW_S,
+        description="Seconds a confirmed order has to be paid before it expires and its "
+        "units go back on sale; null = no pay window.",
+    ),
+]
 Rate = Annotated[
     float, Meta(ge=MIN_RATE, le=MAX_RATE, description="Requests per second; null = unlimited.")
 ]
@@ -81,7 +92,9 @@ ClientTimestamp = Annotated[
     str, Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339 with an offset.")
 ]
 
-OrderStatus = Literal["queued", "confirmed", "failed", "cancelled", "undetermined"]
+OrderStatus = Literal[
+    "queued", "confirmed", "failed", "cancelled", "undetermined", "paid", "expired"
+]
 #: how an operator settles an undetermined order (docs/API.md §5)
 SettleOutcome = Literal["confirm", "release"]
 SaleStatus = Literal["upcoming", "active", "sold_out", "ended"]
@@ -128,6 +141,7 @@ class SaleUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
     ends_at: EndsAt | UnsetType | None = UNSET
     per_user_limit: Annotated[PerUserLimit, Meta(description="Default 1.")] | UnsetType = UNSET
     buckets: Buckets | UnsetType = UNSET
+    pay_window_s: PayWindow | UnsetType | None = UNSET
 
 
 class SettleRequest(Struct, forbid_unknown_fields=True):
@@ -176,7 +190,7 @@ class Accepted(Struct, forbid_unknown_fields=True):
     status: OrderStatus
 
 
-class Order(Struct, forbid_unknown_fields=True):
+class Order(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """An order, as its own user (or an operator) sees it."""
 
     order_id: OrderId
@@ -185,6 +199,16 @@ class Order(Struct, forbid_unknown_fields=True):
     quantity: Annotated[int, Meta(ge=1)]
     status: OrderStatus
     created_at: Annotated[Timestamp, Meta(description="RFC 3339, UTC.")]
+    pay_deadline: (
+        Annotated[
+            Timestamp,
+            Meta(
+                description="RFC 3339, UTC: a confirmed order of a sale with a pay window "
+                "expires unless paid by then. Absent otherwise."
+            ),
+        ]
+        | None
+    ) = None
 
 
 class OrderList(Struct, forbid_unknown_fields=True):
@@ -229,6 +253,7 @@ class AdminSaleView(SaleView):
     orders: OrderCounts  # type: ignore[valid-type]
     backlog: Annotated[Count, Meta(description="Admitted orders not yet delivered to the sink.")]
     buckets: Annotated[int, Meta(ge=1, le=MAX_BUCKETS)] = 1
+    pay_window_s: Annotated[int, Meta(ge=1)] | None = None
 
 
 class SaleList(Struct, forbid_unknown_fields=True):

@@ -54,6 +54,7 @@ def admin_view(sale_id: str, sale: dict[str, str], at_ms: int) -> AdminSaleView:
         orders=OrderCounts(**counts),
         backlog=counts["queued"],
         buckets=int(sale.get("buckets") or 1),
+        pay_window_s=int(sale["pay_window_s"]) if sale.get("pay_window_s") else None,
     )
 
 
@@ -65,4 +66,7 @@ def order_view(order: dict[str, str]) -> Order:
         quantity=int(order["quantity"]),
         status=order["status"],  # type: ignore[arg-type]
         created_at=format_rfc3339(int(order["created_at"])),
+        pay_deadline=format_rfc3339(int(order["pay_deadline"]))
+        if order.get("status") == "confirmed" and order.get("pay_deadline")
+        else None,
     )

@@ -76,6 +76,14 @@ class OrderNotUndetermined(SeckillError):
     status, code, message = 409, "order_not_undetermined", "The order is not undetermined."
 
 
+class OrderExpired(SeckillError):
+    status, code, message = 409, "order_expired", "The order's pay window is over."
+
+
+class OrderNotPayable(SeckillError):
+    status, code, message = 409, "order_not_payable", "Only a confirmed order can be paid."
+
+
 class PayloadTooLarge(SeckillError):
     status, code, message = 413, "payload_too_large", "The request body is too large."
 

@@ -89,6 +89,18 @@ def undetermined(sale_id: str) -> str:
     return f"{PREFIX}:{{{sale_id}}}:undetermined"
 
 
+def pay_deadlines(sale_id: str) -> str:
+    """Sorted set: confirmed orders of a sale with a pay window -> their pay
+    deadline (ms); the sweeper expires those past it (issue 15). Per bucket
+    tag for a sale with buckets (each bucket is its own slot)."""
+    return f"{PREFIX}:{{{sale_id}}}:pay_deadlines"
+
+
+def sweeper_lock(sale_id: str) -> str:
+    """The pay-window sweeper's lock of one sale or bucket (its slot)."""
+    return f"{PREFIX}:{{{sale_id}}}:sweeper"
+
+
 def bucket(sale_id: str) -> str:
     """Hash: the sale's cluster-wide token bucket (tokens, ts)."""
     return f"{PREFIX}:{{{sale_id}}}:bucket"

@@ -71,6 +71,16 @@ class Cancel(IntEnum):
     NOT_CANCELLABLE = 2
 
 
+class Paid(IntEnum):
+    """Mirrors the return codes in lua/paid.lua."""
+
+    NOT_FOUND = 0
+    PAID = 1
+    ALREADY_PAID = 2
+    EXPIRED = 3
+    NOT_PAYABLE = 4
+
+
 class Settle(IntEnum):
     """Mirrors the return codes in lua/settle.lua."""
 
@@ -223,6 +233,8 @@ class Scripts:
         self._begin: AsyncScript = redis.register_script(lua_source("begin"))
         self._ack: AsyncScript = redis.register_script(lua_source("ack"))
         self._settle: AsyncScript = redis.register_script(lua_source("settle"))
+        self._paid: AsyncScript = redis.register_script(lua_source("paid"))
+        self._expire: AsyncScript = redis.register_script(lua_source("expire"))
         self._keys: dict[str, tuple[str, str, str, str]] = {}
         #: SCRIPT LOADs in flight, by sha
         self._loading: dict[str, asyncio.Future[Any]] = {}
@@ -771,8 +783,9 @@ class Scripts:
         tags = await self.route(sale_id)
         if tags is None:
             return
-        fields = ["cfg_v", "starts_at", "ends_at", "per_user_limit"]
-        cfg = [_str(x) for x in await self._redis.hmget(keys.sale(sale_id), fields)]  # type: ignore[misc]
+        fields = ["cfg_v", "starts_at", "ends_at", "per_user_limit", "pay_window_s"]
+        row = await self._redis.hmget(keys.sale(sale_id), fields)  # type: ignore[misc]
+        cfg = ["" if x is None else _str(x) for x in row]
         for k, tag in enumerate(tags):
             await self._eval(self._bucket_put, [keys.sale(tag)], [sale_id, k, *cfg])
 
@@ -945,7 +958,12 @@ class Scripts:
         *retention*: seconds the final order hash is kept (0 = forever)."""
         changed = await self._run(
             self._confirm,
-            [keys.order(sale_id, order_id), keys.sale(sale_id), keys.stream(sale_id)],
+            [
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.stream(sale_id),
+                keys.pay_deadlines(sale_id),
+            ],
             [group, entry_id, "" if now_ms is None else now_ms, retention],
         )
         return bool(int(changed))
@@ -1019,8 +1037,14 @@ class Scripts:
         """queued|confirmed -> cancelled with its units back; the order hash after."""
         reply: list[Any] = await self._eval(
             self._cancel,
-            [keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],
-            [retention],
+            [
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.pay_deadlines(sale_id),
+                keys.stream(sale_id),
+            ],
+            [retention, order_id],
         )
         flat = [_str(x) for x in reply[1:]]
         return Cancel(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
@@ -1045,11 +1069,56 @@ class Scripts:
                 keys.sale(sale_id),
                 keys.units(sale_id),
                 keys.undetermined(sale_id),
+                keys.pay_deadlines(sale_id),
             ],
             [outcome, "" if now_ms is None else now_ms, retention, order_id],
         )
         flat = [_str(x) for x in reply[1:]]
         return Settle(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def paid(
+        self, sale_id: str, order_id: str, *, retention: int = 0, now_ms: int | None = None
+    ) -> tuple[Paid, dict[str, str]]:
+        """confirmed -> paid (lua/paid.lua; *sale_id* is the order's owner: its
+        sale, or its bucket's tag); the order hash after."""
+        reply: list[Any] = await self._eval(
+            self._paid,
+            [
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.pay_deadlines(sale_id),
+                keys.stream(sale_id),
+            ],
+            ["" if now_ms is None else now_ms, retention, order_id],
+        )
+        flat = [_str(x) for x in reply[1:]]
+        return Paid(int(reply[0])), dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def expire(
+        self, sale_id: str, order_id: str, *, retention: int = 0, now_ms: int | None = None
+    ) -> bool:
+        """confirmed -> expired past its pay deadline, its units back
+        (lua/expire.lua). True when the status changed."""
+        changed = await self._eval(
+            self._expire,
+            [
+                keys.order(sale_id, order_id),
+                keys.sale(sale_id),
+                keys.units(sale_id),
+                keys.pay_deadlines(sale_id),
+                keys.stream(sale_id),
+            ],
+            [order_id, "" if now_ms is None else now_ms, retention],
+        )
+        return bool(int(changed))
+
+    async def due(self, sale_id: str, now_ms: int, limit: int = 500) -> list[str]:
+        """Order ids of *sale_id* (a sale or a bucket tag) whose pay deadline is
+        at or before *now_ms*, oldest first."""
+        ids: list[Any] = await self._redis.zrangebyscore(
+            keys.pay_deadlines(sale_id), "-inf", now_ms, start=0, num=limit
+        )
+        return [_str(x) for x in ids]
 
 
 #: seconds between two passes of the reconciler of every gateway process
@@ -1074,7 +1143,15 @@ async def reconcile_forever(redis: Any, scripts: Scripts) -> None:
 
 
 #: the order counters of a sale (and of each of its buckets)
-COUNTERS = ("n_queued", "n_confirmed", "n_failed", "n_cancelled", "n_undetermined")
+COUNTERS = (
+    "n_queued",
+    "n_confirmed",
+    "n_failed",
+    "n_cancelled",
+    "n_undetermined",
+    "n_paid",
+    "n_expired",
+)
 #: rounds of "buy, find stock" one buy goes through at most
 MAX_REFILL_ROUNDS = 1000
 

@@ -17,7 +17,7 @@ from seckill.http.state import ADMIN_TOKEN, RUNTIME, SETTINGS
 from seckill.http.validate import ADMIN_BODY_LIMIT, body_as, path_id
 from seckill.redis import keys
 from seckill.redis.events import publish_limits_changed, publish_sale_changed
-from seckill.redis.scripts import Cancel, SalePut, Settle
+from seckill.redis.scripts import Cancel, Paid, SalePut, Settle
 from seckill.schemas import (
     MAX_LISTED_ORDERS,
     MAX_LISTED_SALES,
@@ -168,6 +168,29 @@ async def cancel_order(request: web.Request) -> web.Response:
     )
     rt.cache.changed(sale_id)
     await publish_sale_changed(rt.redis, sale_id)
+    return json_response(order_view(order))
+
+
+@routes.post("/admin/v1/orders/{order_id}/paid")
+async def paid_order(request: web.Request) -> web.Response:
+    """confirmed -> paid (issue 15): 200 with the order, again 200 when
+    repeated; 409 order_expired once its pay deadline has passed."""
+    _admin(request)
+    order_id, sale_id = _order_id(request)
+    rt = request.app[RUNTIME]
+    retention = request.app[SETTINGS].order_retention
+    owner = await rt.scripts.order_owner(order_id) or sale_id
+    outcome, order = await rt.scripts.paid(owner, order_id, retention=retention)
+    if outcome is Paid.NOT_FOUND:
+        raise errors.OrderNotFound()
+    if outcome is Paid.EXPIRED:
+        raise errors.OrderExpired()
+    if outcome is Paid.NOT_PAYABLE:
+        raise errors.OrderNotPayable(
+            f"The order is {order.get('status')}; only a confirmed order can be paid."
+        )
+    if outcome is Paid.PAID:
+        log.info("order %s paid", order_id, extra={"sale_id": sale_id, "order_id": order_id})
     return json_response(order_view(order))
 
 
