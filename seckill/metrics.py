@@ -98,6 +98,10 @@ ORDERS_UNDETERMINED = Counter(
     "Orders parked as undetermined: their delivery outcome stayed unknown past"
     " --undetermined-after (stock held until an operator settles them).",
 )
+ORDERS_EXPIRED = Counter(
+    "seckill_orders_expired",
+    "Confirmed orders expired unpaid past their sale's pay window (their stock returned).",
+)
 DELIVERY_DURATION = Histogram(
     "seckill_order_delivery_duration_seconds",
     "Time of one successful delivery to the sink.",

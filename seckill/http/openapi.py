@@ -476,6 +476,32 @@ def _operations() -> dict[str, dict[str, Json]]:
                 },
             )
         },
+        "/admin/v1/orders/{order_id}/paid": {
+            "post": _operation(
+                "payOrder",
+                "admin",
+                "Settle a confirmed order as paid",
+                ADMIN,
+                description=(
+                    "confirmed → `paid`: it no longer expires at the end of its sale's pay "
+                    "window. Repeated: 200 with the order, nothing changes."
+                ),
+                parameters=[ORDER_ID],
+                responses={
+                    "200": _ok("The paid order.", schemas.Order),
+                    "400": BAD_REQUEST,
+                    "401": ADMIN_UNAUTHENTICATED,
+                    "404": _not_found("order_not_found"),
+                    "409": _error(
+                        "Its pay deadline has passed, or it is not confirmed (queued, "
+                        "undetermined, failed, cancelled)",
+                        "order_expired",
+                        "order_not_payable",
+                    ),
+                    "503": UNAVAILABLE,
+                },
+            )
+        },
         "/admin/v1/limits": {
             "get": _operation(
                 "getLimits",

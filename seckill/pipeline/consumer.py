@@ -77,7 +77,15 @@ from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import metrics
 from seckill.aiotools import cancel_and_wait, reraise_if_cancelling
-from seckill.pipeline.sinks import CheckableSink, Order, Sink, SinkError, one_line
+from seckill.pipeline.sinks import (
+    FINAL_STATUSES,
+    CheckableSink,
+    Order,
+    Sink,
+    SinkError,
+    StatusSink,
+    one_line,
+)
 from seckill.redis import keys
 from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Scripts
@@ -105,6 +113,11 @@ ROUND_BACKOFF_BASE, ROUND_BACKOFF_CAP = 1.0, 300.0
 TIMEOUT_GRACE = 1.0
 #: seconds to wait for in-flight deliveries at shutdown.
 DRAIN_DEADLINE = 10.0
+#: seconds between two passes of the pay-window sweeper (issue 15): an unpaid
+#: order expires within this (plus a pass's work) after its deadline
+SWEEP_INTERVAL = 0.5
+#: seconds a sweeper holds one sale's (or bucket's) lock at most
+SWEEP_LOCK_TIMEOUT = 10.0
 
 T = TypeVar("T")
 
@@ -113,6 +126,8 @@ class Delivery(Enum):
     """How a round of deliveries of one order ended."""
 
     DELIVERED = "delivered"
+    #: delivered, and the sink's answer settled it as paid (issue 15)
+    PAID = "paid"
     #: the sink refused it for good (a permanent SinkError): retrying cannot help
     REFUSED = "refused"
     #: every try failed, each definitely without writing
@@ -139,6 +154,11 @@ class Entry:
     entry_id: str
     #: the order as its stream entry carries it (admit.lua writes every field)
     order: Order
+    #: a status event (paid, expired, cancelled: issue 15) rather than an
+    #: order to deliver; "" for an order
+    status: str = ""
+    #: ms: when the status was reached (0 when the entry does not say)
+    at_ms: int = 0
 
 
 def backoff(attempt: int) -> float:
@@ -240,6 +260,7 @@ class Pipeline:
             asyncio.create_task(self._read_loop(), name="pipeline-reader"),
             asyncio.create_task(self._keep_loop(), name="pipeline-keeper"),
             asyncio.create_task(self._reclaim_loop(), name="pipeline-reclaimer"),
+            asyncio.create_task(self._sweep_loop(), name="pipeline-sweeper"),
         ]
         self._workers = [
             asyncio.create_task(self._work_loop(), name=f"pipeline-worker-{i}")
@@ -331,6 +352,10 @@ class Pipeline:
                 quantity=int(fields["quantity"]),  # type: ignore[index]
                 created_at_ms=int(fields["created_at"]),  # type: ignore[index]
             )
+            status = fields.get("status", "")  # type: ignore[union-attr]
+            if status and status not in FINAL_STATUSES:
+                raise ValueError(status)
+            at_ms = int(fields.get("at") or 0)  # type: ignore[union-attr]
         except (TypeError, KeyError, ValueError):  # deleted or foreign entry: just ack it
             log.warning("skipping malformed stream entry %s of sale %s", entry_id, sale_id)
             await self.scripts.ack(sale_id, GROUP, entry_id)
@@ -339,7 +364,7 @@ class Pipeline:
         if entry_id in held:
             return False
         held.add(entry_id)
-        await self.queue.put(Entry(sale_id, entry_id, order))
+        await self.queue.put(Entry(sale_id, entry_id, order, status, at_ms))
         return True
 
     async def _read_loop(self) -> None:
@@ -503,6 +528,93 @@ class Pipeline:
                 await lock.release()
         return taken
 
+    # -- the pay window (issue 15) ----------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                await self.sweep()
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
+                log.warning("pay-window sweeper: Redis error (%s)", one_line(exc))
+
+    async def sweep(self, now: int | None = None) -> int:
+        """One pass: expire the orders past their pay deadline, sale by sale
+        (a bucket tag on its own: its own slot), each under its own lock so
+        one process at a time sweeps it. Returns the orders expired."""
+        expired = 0
+        sales = list(self.sales)
+        random.shuffle(sales)
+        for owner in sales:
+            if self.stopping:
+                break
+            try:
+                expired += await self._sweep_sale(owner, now_ms() if now is None else now)
+            except (RedisError, OSError) as exc:  # that sale's node: the others go on
+                reraise_if_cancelling()
+                log.warning("pay-window sweeper, sale %s: Redis error (%s)", owner, one_line(exc))
+        return expired
+
+    async def _sweep_sale(self, owner: str, now: int) -> int:
+        # a look without the lock first: most passes find nothing due
+        if not await self.scripts.due(owner, now, 1):
+            return 0
+        lock = self.redis.lock(keys.sweeper_lock(owner), timeout=SWEEP_LOCK_TIMEOUT, blocking=False)
+        if not await lock.acquire():
+            return 0
+        expired = 0
+        try:
+            while not self.stopping:
+                due = await self.scripts.due(owner, now)
+                if not due:
+                    break
+                done = 0
+                for order_id in due:
+                    # by Redis's clock (this host's may run ahead): not due, left
+                    done += await self.scripts.expire(owner, order_id, retention=self.retention)
+                expired += done
+                if done == 0:
+                    break
+                await lock.reacquire()
+        finally:
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.release()
+        if expired:
+            metrics.ORDERS_EXPIRED.inc(expired)
+            log.info("%d unpaid order(s) of %s expired; their stock returned", expired, owner)
+            await self.on_released(keys.sale_of_tag(owner))
+        return expired
+
+    async def _handle_status(self, entry: Entry) -> None:
+        """Tell the sink an order's final status (paid, expired, cancelled),
+        then acknowledge the event. A sink that cannot hear it (none of the
+        built-in ones) only gets it acknowledged; a failure leaves the event
+        pending for the reclaimer (retried, idempotent)."""
+        sink = self.sink
+        if isinstance(sink, StatusSink):
+            order = entry.order
+            for attempt in range(self.retries + 1):
+                try:
+                    async with asyncio.timeout(self.delivery_timeout + TIMEOUT_GRACE):
+                        await sink.set_status(order, entry.status, entry.at_ms)
+                    break
+                except (SinkError, TimeoutError) as exc:
+                    log.info(
+                        "order %s: status %s not recorded by the sink (try %d): %s",
+                        order.order_id,
+                        entry.status,
+                        attempt + 1,
+                        one_line(exc),
+                    )
+                if attempt == self.retries:
+                    return  # pending: the reclaimer takes it up again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), backoff(attempt))
+                if self.stopping:
+                    return
+        await self._ack(entry)
+
     # -- delivering -------------------------------------------------------------------
 
     async def _work_loop(self) -> None:
@@ -527,6 +639,9 @@ class Pipeline:
     async def _handle(self, entry: Entry) -> None:
         """Deliver one order and settle it in Redis (see the module docstring:
         definite failures release, unknown ones defer and finally park)."""
+        if entry.status:
+            await self._handle_status(entry)
+            return
         order = entry.order
         start = await self._redis_retry(
             lambda: self.scripts.begin(entry.sale_id, order.order_id, now_ms=now_ms())
@@ -545,8 +660,14 @@ class Pipeline:
         delivery = await self._deliver(order, self.retries + 1 if unknown_since is None else 1)
         if delivery is Delivery.STOPPING:
             return
-        if delivery is Delivery.DELIVERED:
+        if delivery in (Delivery.DELIVERED, Delivery.PAID):
             await self._confirm(entry)
+            if delivery is Delivery.PAID:  # the webhook answered {"paid": true}
+                await self._redis_retry(
+                    lambda: self.scripts.paid(
+                        entry.sale_id, order.order_id, retention=self.retention
+                    )
+                )
             return
         maybe_written = tried_before or delivery is Delivery.UNKNOWN
         if not maybe_written:
@@ -672,9 +793,9 @@ class Pipeline:
                 # failure proves; this guard, a little later, is for a sink
                 # that does not (its outcome is unknown).
                 async with asyncio.timeout(self.delivery_timeout + TIMEOUT_GRACE):
-                    await self.sink.deliver(order)
+                    paid = await self.sink.deliver(order)
                 metrics.count_delivery(started)
-                return Delivery.DELIVERED
+                return Delivery.PAID if paid else Delivery.DELIVERED
             except (SinkError, TimeoutError) as exc:
                 metrics.DELIVERIES_ATTEMPT_FAILED.inc()
                 definite = isinstance(exc, SinkError) and exc.definite

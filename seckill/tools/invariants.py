@@ -32,8 +32,11 @@ from seckill.schemas import ORDER_STATUSES
 from seckill.tools.admin_client import AdminClientError, call
 
 #: statuses whose units count as sold (held by their user): an undetermined
-#: order keeps its stock until an operator settles it.
-HOLDING = ("queued", "confirmed", "undetermined")
+#: order keeps its stock until an operator settles it; a paid one for good.
+HOLDING = ("queued", "confirmed", "undetermined", "paid")
+#: statuses of orders the sink was given (an expired or paid order was
+#: confirmed first; issue 15)
+DELIVERED = ("confirmed", "paid", "expired")
 #: keys per SCAN step and per pipelined batch of HGETALLs.
 BATCH = 1000
 #: how many offending ids a detail names before "…".
@@ -168,8 +171,11 @@ async def check_sale(
     if sink_url is not None:
         rows = await read_sink_rows(sink_url, sale_id)
         checks.append(_sink_exactly_once(sink_url, rows, sale_id, orders))
-        cancelled = {i for i, o in orders.items() if o.get("status") == "cancelled"}
-        checks.append(sink_within_sold(rows, sale, cancelled))
+        released = {i for i, o in orders.items() if o.get("status") in ("cancelled", "expired")}
+        checks.append(sink_within_sold(rows, sale, released))
+        statuses = await read_sink_statuses(sink_url, sale_id)
+        if statuses is not None:  # None: a table from before issue 15, never migrated
+            checks.append(sink_statuses_match(statuses, orders))
     return checks
 
 
@@ -411,6 +417,75 @@ async def read_sink_rows(sink_url: str, sale_id: str) -> list[tuple[str, str, st
     return [(str(a), str(b), str(c), int(d)) for a, b, c, d in rows]
 
 
+async def read_sink_statuses(sink_url: str, sale_id: str) -> dict[str, str] | None:
+    """order id -> the sink's status column, for the sale's rows (issue 15);
+    None when the table has no status column (made before, not yet migrated)."""
+    if not sink_url.lower().startswith(("postgresql://", "postgres://")):
+        return await asyncio.to_thread(_read_sqlite_statuses, sqlite_path(sink_url), sale_id)
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(sink_url, timeout=10)
+    except Exception as exc:
+        raise CheckError(
+            f"cannot reach the PostgreSQL sink {sink_shown(sink_url)}: {exc}"
+        ) from None
+    try:
+        rows = await conn.fetch(
+            "SELECT order_id, status FROM orders WHERE left(order_id, $1) = $2",
+            len(sale_id) + 1,
+            sale_id + ".",
+        )
+    except asyncpg.UndefinedColumnError:
+        return None
+    except asyncpg.PostgresError as exc:
+        raise CheckError(f"cannot read table orders of {sink_shown(sink_url)}: {exc}") from None
+    finally:
+        await conn.close()
+    return {str(a): str(b) for a, b in rows}
+
+
+def _read_sqlite_statuses(path: Path, sale_id: str) -> dict[str, str] | None:
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute(
+                "SELECT order_id, status FROM orders WHERE substr(order_id, 1, ?) = ?",
+                (len(sale_id) + 1, sale_id + "."),
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such column" in str(exc):
+            return None
+        raise CheckError(f"cannot read the status column of {path}: {exc}") from None
+    return {str(a): str(b) for a, b in rows}
+
+
+#: Redis statuses the sink is told about (confirmed is what deliver() writes)
+SINK_STATUSES = ("confirmed", "paid", "expired", "cancelled")
+
+
+def sink_statuses_match(statuses: dict[str, str], orders: dict[str, dict[str, str]]) -> Check:
+    """Every sink row's status is its Redis order's (issue 15): paid, expired
+    and cancelled after confirmation reach the sink as status events. A row
+    whose order hash is gone (retention) is not compared."""
+    wrong = sorted(
+        f"{i} sink {st} / redis {orders[i].get('status')}"
+        for i, st in statuses.items()
+        if i in orders
+        and orders[i].get("status") in SINK_STATUSES
+        and orders[i].get("status") != st
+    )
+    counts = Counter(statuses.values())
+    facts = ", ".join(f"{s} {counts[s]}" for s in SINK_STATUSES if counts[s]) or "no rows"
+    if wrong:
+        return Check(
+            "sink_statuses_match", False, f"{len(wrong)} differ: {_some(wrong)} (sink: {facts})"
+        )
+    return Check("sink_statuses_match", True, f"sink: {facts}")
+
+
 def sqlite_path(sink_url: str) -> Path:
     """The file of a ``sqlite:///PATH`` URL (the gateway's own convention)."""
     if not sink_url.lower().startswith("sqlite:///") or len(sink_url) == len("sqlite:///"):
@@ -487,7 +562,7 @@ def _sink_exactly_once(
 ) -> Check:
     path = sink_shown(sink_url)
     copies = Counter(r[0] for r in rows)
-    confirmed = {i for i, o in orders.items() if o.get("status") == "confirmed"}
+    confirmed = {i for i, o in orders.items() if o.get("status") in DELIVERED}
     missing = sorted(confirmed - set(copies))
     twice = sorted(i for i, n in copies.items() if n > 1)
     unknown = sorted(i for i in copies if i not in orders)
@@ -514,7 +589,7 @@ def _sink_exactly_once(
         problems.append(f"{len(failed)} failed order(s) in the sink: {_some(failed)}")
     if wrong:
         problems.append(f"{len(wrong)} row(s) disagree with their order: {_some(wrong)}")
-    facts = f"{len(confirmed)} confirmed orders, {len(rows)} sink rows ({path})"
+    facts = f"{len(confirmed)} confirmed|paid|expired orders, {len(rows)} sink rows ({path})"
     # Not failures: cancelled after confirmation (cancel does not notify the
     # sink), or written but not yet confirmed (the confirm follows the write).
     notes = [
@@ -553,7 +628,8 @@ def admin_checks(view: dict[str, Any], *, require_drained: bool = False) -> list
     try:
         total, left = int(view["stock_total"]), int(view["stock_left"])
         limit = int(view["per_user_limit"])
-        counts = {s: int(view["orders"][s]) for s in ORDER_STATUSES}
+        # paid/expired: absent from a gateway older than issue 15
+        counts = {s: int(view["orders"].get(s, 0)) for s in ORDER_STATUSES}
         backlog = int(view["backlog"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckError(f"the admin sale view lacks a field: {exc}") from None

@@ -118,6 +118,8 @@ async def test_create_with_defaults(client: TestClient, redis: Redis) -> None:
         "failed": 0,
         "cancelled": 0,
         "undetermined": 0,
+        "paid": 0,
+        "expired": 0,
     }
     assert view["backlog"] == 0
     assert await redis.sismember(keys.SALES_INDEX, "s1")
@@ -376,7 +378,15 @@ async def test_admin_view_counts_orders_and_backlog(client: TestClient) -> None:
     view = await get(client, "s1")
     assert set(view) == ADMIN_FIELDS
     orders = view["orders"]
-    assert set(orders) == {"queued", "confirmed", "failed", "cancelled", "undetermined"}
+    assert set(orders) == {
+        "queued",
+        "confirmed",
+        "failed",
+        "cancelled",
+        "undetermined",
+        "paid",
+        "expired",
+    }
     # The app's pipeline may confirm either order at any moment.
     assert orders["queued"] + orders["confirmed"] == 2
     assert orders["failed"] == orders["cancelled"] == 0

@@ -594,6 +594,8 @@ async def test_order_goes_from_queued_to_confirmed(client: TestClient) -> None:
         "failed": 0,
         "cancelled": 0,
         "undetermined": 0,
+        "paid": 0,
+        "expired": 0,
     }
     assert view["backlog"] == 0
     assert view["stock_left"] == 9

@@ -485,6 +485,8 @@ class StubAdminApi:
                         "failed": 0,
                         "cancelled": 0,
                         "undetermined": 0,
+                        "paid": 0,
+                        "expired": 0,
                     },
                     "backlog": 0,
                 }

@@ -28,7 +28,7 @@ PUBLIC_FIELDS = {
     "ends_at",
     "per_user_limit",
 }
-ADMIN_FIELDS = PUBLIC_FIELDS | {"orders", "backlog", "buckets"}
+ADMIN_FIELDS = PUBLIC_FIELDS | {"orders", "backlog", "buckets", "pay_window_s"}
 
 
 def at(seconds_from_now: float) -> str:

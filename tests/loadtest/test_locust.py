@@ -141,6 +141,8 @@ def test_the_crowd_sells_out_exactly_without_failures(crowd: LocustRun, gateway:
         "failed": 0,
         "cancelled": 0,
         "undetermined": 0,
+        "paid": 0,
+        "expired": 0,
     }
 
 

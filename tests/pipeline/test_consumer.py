@@ -42,6 +42,8 @@ async def test_burst_is_delivered_to_sqlite_once_each(
         "failed": 0,
         "cancelled": 0,
         "undetermined": 0,
+        "paid": 0,
+        "expired": 0,
     }
     assert (sale["backlog"], sale["stock_left"]) == (0, 0)
     # delivered entries are acknowledged and deleted from the stream; final

@@ -98,6 +98,7 @@ async def test_sqlite_schema_wal_and_directory(sqlite_sink: SQLiteSink) -> None:
         ("quantity", "INTEGER", 1, 0),
         ("created_at", "TEXT", 1, 0),
         ("confirmed_at", "TEXT", 1, 0),
+        ("status", "TEXT", 1, 0),  # issue 15: confirmed, then paid / expired / cancelled
     ]
 
 
@@ -521,6 +522,7 @@ async def test_postgres_creates_the_table(pg_url: str) -> None:
         ("quantity", "integer", "NO"),
         ("created_at", "timestamp with time zone", "NO"),
         ("confirmed_at", "timestamp with time zone", "NO"),
+        ("status", "text", "NO"),
     ]
     (pk,) = await pg_fetch(
         pg_url,

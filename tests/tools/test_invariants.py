@@ -110,11 +110,11 @@ async def test_a_clean_state_passes_every_check(redis: Redis, state: State) -> N
     assert list(checks) == NAMES
     assert failing(checks) == [], [c.line() for c in checks.values()]
     assert checks["never_oversold"].detail == (
-        "stock_total 10, stock_left 7; 2 queued|confirmed|undetermined orders hold 3 units"
+        "stock_total 10, stock_left 7; 2 queued|confirmed|undetermined|paid orders hold 3 units"
     )
     assert "the most 2; units hash agrees" in checks["per_user_limit"].detail
     assert checks["counts_consistent"].detail == (
-        "queued 0, confirmed 2, failed 1, cancelled 2, undetermined 0"
+        "queued 0, confirmed 2, failed 1, cancelled 2, undetermined 0, paid 0, expired 0"
     )
     assert checks["sink_within_sold"].detail.startswith(
         "the sink holds 3 units in 2 rows (not cancelled); stock_total − stock_left = 3"
@@ -333,7 +333,7 @@ async def test_thousands_of_orders_are_scanned_in_batches(redis: Redis, scripts:
     checks = {c.name: c for c in await check_sale(redis, "big")}
     assert all(c.ok for c in checks.values())
     assert (
-        f"{n} queued|confirmed|undetermined orders hold {n} units"
+        f"{n} queued|confirmed|undetermined|paid orders hold {n} units"
         in checks["never_oversold"].detail
     )
 

@@ -25,11 +25,16 @@ from urllib.parse import SplitResult, urlsplit
 
 from seckill.timefmt import format_rfc3339
 
-__all__ = ["CheckableSink", "Order", "Sink", "SinkError", "sink_from_url"]
+__all__ = ["CheckableSink", "Order", "Sink", "SinkError", "StatusSink", "sink_from_url"]
 
 
 #: the ``orders`` table of every database sink (docs/API.md §6), in this order
-COLUMNS = ("order_id", "sale_id", "user_id", "quantity", "created_at", "confirmed_at")
+COLUMNS = ("order_id", "sale_id", "user_id", "quantity", "created_at", "confirmed_at", "status")
+#: the table before issue 15 (no ``status``): a sink migrates it on start
+#: (``ALTER TABLE orders ADD COLUMN status … DEFAULT 'confirmed'``)
+LEGACY_COLUMNS = COLUMNS[:-1]
+#: the final statuses a sink hears after ``confirmed`` (issue 15)
+FINAL_STATUSES = ("paid", "expired", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +74,10 @@ class Sink(Protocol):
     async def start(self) -> None:
         """Connect / create the table; SinkError if the sink is unusable."""
 
-    async def deliver(self, order: Order) -> None:
-        """Write *order* once, whatever the number of calls; SinkError on any failure."""
+    async def deliver(self, order: Order) -> bool | None:
+        """Write *order* once, whatever the number of calls; SinkError on any
+        failure. True when the receiver settled it as paid with its answer
+        (the webhook's ``{"paid": true}``); None otherwise."""
 
     async def close(self) -> None:
         """Release connections; safe to call twice, or without start()."""
@@ -86,6 +93,25 @@ class CheckableSink(Protocol):
     async def contains(self, order_id: str) -> bool:
         """True when *order_id* is in the sink (committed); SinkError when it
         cannot tell."""
+
+
+@runtime_checkable
+class StatusSink(Protocol):
+    """A sink that hears an order's final status (issue 15): paid, expired,
+    or cancelled after it was confirmed. Idempotent: the same status again
+    changes nothing; SinkError on failure (retried by the pipeline)."""
+
+    async def set_status(self, order: Order, status: str, at_ms: int) -> None:
+        """Record *status* for *order* (written earlier by deliver())."""
+
+
+@runtime_checkable
+class StatusReader(Protocol):
+    """A sink that can tell an order's status (the database sinks): the
+    reconciler compares it with Redis's."""
+
+    async def statuses(self, order_ids: list[str]) -> dict[str, str]:
+        """order id -> status, for the ids the sink holds."""
 
 
 def one_line(exc: BaseException) -> str:

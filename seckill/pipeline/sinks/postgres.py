@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from seckill.pipeline.sinks import COLUMNS, Order, SinkError, one_line, safe_url
+from seckill.pipeline.sinks import COLUMNS, LEGACY_COLUMNS, Order, SinkError, one_line, safe_url
 
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -27,9 +27,15 @@ CREATE TABLE IF NOT EXISTS orders (
     user_id      text NOT NULL,
     quantity     integer NOT NULL,
     created_at   timestamptz NOT NULL,
-    confirmed_at timestamptz NOT NULL
+    confirmed_at timestamptz NOT NULL,
+    status       text NOT NULL DEFAULT 'confirmed'
 )
 """
+#: a table made before issue 15 gains its status column (every row confirmed)
+MIGRATE = "ALTER TABLE orders ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'confirmed'"
+#: idempotent: a final status is set once and the same one again changes nothing
+UPDATE_STATUS = "UPDATE orders SET status = $1 WHERE order_id = $2"
+SELECT_STATUSES = "SELECT order_id, status FROM orders WHERE order_id = ANY($1::text[])"
 
 # Two processes running CREATE TABLE IF NOT EXISTS at the same moment can
 # both miss the table and one fails on a catalog unique index; gateways start
@@ -103,6 +109,9 @@ class PostgresSink:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
                 await conn.execute(CREATE_TABLE)
                 columns = tuple(r["attname"] for r in await conn.fetch(TABLE_COLUMNS))
+                if columns == LEGACY_COLUMNS:
+                    await conn.execute(MIGRATE)
+                    columns = tuple(r["attname"] for r in await conn.fetch(TABLE_COLUMNS))
         except Exception as exc:
             await _close_pool(pool, self._timeout)
             raise SinkError(
@@ -155,6 +164,31 @@ class PostgresSink:
             raise SinkError(
                 f"PostgreSQL at {self.shown}: lookup of order {order_id}: {one_line(exc)}"
             ) from exc
+
+    async def set_status(self, order: Order, status: str, at_ms: int) -> None:
+        """The order's final status: one autocommitted UPDATE (idempotent)."""
+        pool = self._pool
+        if pool is None:
+            raise SinkError(f"PostgreSQL sink {self.shown} is not running", definite=True)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await pool.execute(UPDATE_STATUS, status, order.order_id)
+        except (TimeoutError, *_FAILURES) as exc:
+            raise SinkError(
+                f"PostgreSQL at {self.shown}: status {status} of order {order.order_id}:"
+                f" {one_line(exc) if not isinstance(exc, TimeoutError) else 'timed out'}"
+            ) from exc
+
+    async def statuses(self, order_ids: list[str]) -> dict[str, str]:
+        pool = self._pool
+        if pool is None:
+            raise SinkError(f"PostgreSQL sink {self.shown} is not running")
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                rows = await pool.fetch(SELECT_STATUSES, order_ids)
+        except (TimeoutError, *_FAILURES) as exc:
+            raise SinkError(f"PostgreSQL at {self.shown}: status lookup: {one_line(exc)}") from exc
+        return {str(r["order_id"]): str(r["status"]) for r in rows}
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -39,7 +39,14 @@ from pathlib import Path
 
 import aiosqlite
 
-from seckill.pipeline.sinks import COLUMNS, Order, SinkError, created_at_text, one_line
+from seckill.pipeline.sinks import (
+    COLUMNS,
+    LEGACY_COLUMNS,
+    Order,
+    SinkError,
+    created_at_text,
+    one_line,
+)
 from seckill.timefmt import format_rfc3339
 
 log = logging.getLogger("seckill.sinks")
@@ -51,14 +58,19 @@ CREATE TABLE IF NOT EXISTS orders (
     user_id      TEXT NOT NULL,
     quantity     INTEGER NOT NULL,
     created_at   TEXT NOT NULL,
-    confirmed_at TEXT NOT NULL
+    confirmed_at TEXT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'confirmed'
 )
 """
+#: a table made before issue 15 gains its status column (every row confirmed)
+MIGRATE = "ALTER TABLE orders ADD COLUMN status TEXT NOT NULL DEFAULT 'confirmed'"
 
 INSERT = (
     "INSERT OR IGNORE INTO orders (order_id, sale_id, user_id, quantity, created_at, confirmed_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+#: idempotent: a final status is set once and the same one again changes nothing
+UPDATE_STATUS = "UPDATE orders SET status = ? WHERE order_id = ?"
 
 SELECT_ONE = "SELECT 1 FROM orders WHERE order_id = ?"
 #: the busy timeout, as a share of the delivery timeout: a locked database
@@ -135,6 +147,11 @@ class SQLiteSink:
             await db.execute(CREATE_TABLE)
             await db.commit()
             info = await db.execute_fetchall("PRAGMA table_info(orders)")
+            if tuple(str(r[1]) for r in info) == LEGACY_COLUMNS:
+                log.info("SQLite database %s: adding column orders.status", self.path)
+                await db.execute(MIGRATE)
+                await db.commit()
+                info = await db.execute_fetchall("PRAGMA table_info(orders)")
         except sqlite3.Error as exc:
             raise SinkError(f"cannot open SQLite database {self.path}: {one_line(exc)}") from exc
         columns = tuple(str(r[1]) for r in info)
@@ -179,6 +196,56 @@ class SQLiteSink:
             return db.execute(SELECT_ONE, (order_id,)).fetchone() is not None
         finally:
             db.close()
+
+    async def set_status(self, order: Order, status: str, at_ms: int) -> None:
+        """The order's final status, on a connection of its own (one UPDATE,
+        committed; the same status again changes nothing)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                found = await asyncio.to_thread(self._set_status, order.order_id, status)
+        except (sqlite3.Error, TimeoutError) as exc:
+            raise SinkError(
+                f"SQLite status {status} of order {order.order_id} failed ({self.path}):"
+                f" {one_line(exc) if not isinstance(exc, TimeoutError) else 'timed out'}"
+            ) from exc
+        if not found:
+            log.warning(
+                "SQLite: order %s is not in %s; status %s not recorded",
+                order.order_id,
+                self.path,
+                status,
+            )
+
+    def _set_status(self, order_id: str, status: str) -> bool:
+        db = sqlite3.connect(self.path, timeout=self._timeout * BUSY_SHARE)
+        try:
+            with db:
+                return db.execute(UPDATE_STATUS, (status, order_id)).rowcount > 0
+        finally:
+            db.close()
+
+    async def statuses(self, order_ids: list[str]) -> dict[str, str]:
+        """order id -> status of the ids the table holds."""
+        try:
+            return await asyncio.to_thread(self._statuses, order_ids)
+        except sqlite3.Error as exc:
+            raise SinkError(f"SQLite status lookup failed ({self.path}): {one_line(exc)}") from exc
+
+    def _statuses(self, order_ids: list[str]) -> dict[str, str]:
+        db = sqlite3.connect(self.path, timeout=self._timeout)
+        found: dict[str, str] = {}
+        try:
+            for i in range(0, len(order_ids), 500):
+                chunk = order_ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT order_id, status FROM orders WHERE order_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                found.update((str(a), str(b)) for a, b in rows)
+        finally:
+            db.close()
+        return found
 
     async def _write_loop(self, db: aiosqlite.Connection) -> None:
         batch: list[Pending] = []

@@ -1,5 +1,9 @@
 """Webhook sink: one POST per order, ``Idempotency-Key: <order_id>``, 2xx = delivered.
 
+An answer ``{"paid": true}`` to an order's POST settles it as paid (issue 15);
+every final status after confirmed (paid, expired, cancelled) is POSTed to the
+same URL as a status event, ``Idempotency-Key: <order_id>:<status>``.
+
 The receiver makes it idempotent: the pipeline may POST the same order again
 (a retry after a timeout whose request did arrive, a re-claimed order), always
 with the same key. One ClientSession, reused for every order (keep-alive).
@@ -42,6 +46,31 @@ def order_body(order: Order) -> bytes:
     )
 
 
+def status_body(order: Order, status: str, at_ms: int) -> bytes:
+    return msgspec.json.encode(
+        {
+            "event": "status",
+            "order_id": order.order_id,
+            "sale_id": order.sale_id,
+            "user_id": order.user_id,
+            "quantity": order.quantity,
+            "status": status,
+            "at": created_at_text(Order(order.order_id, order.sale_id, order.user_id, 1, at_ms)),
+        }
+    )
+
+
+def says_paid(body: bytes) -> bool:
+    """True when a 2xx answer's body is a JSON object with ``"paid": true``."""
+    if not body.strip().startswith(b"{"):
+        return False
+    try:
+        answer = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(answer, dict) and answer.get("paid") is True
+
+
 class WebhookSink:
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
@@ -64,12 +93,17 @@ class WebhookSink:
                 raise_for_status=False,
             )
 
-    async def deliver(self, order: Order) -> None:
+    async def deliver(self, order: Order) -> bool | None:
+        return await self._post(order, order_body(order), order.order_id)
+
+    async def set_status(self, order: Order, status: str, at_ms: int) -> None:
+        await self._post(order, status_body(order, status, at_ms), f"{order.order_id}:{status}")
+
+    async def _post(self, order: Order, body: bytes, key: str) -> bool | None:
         session = self._session
         if session is None or session.closed:
             raise SinkError(f"webhook sink {self.shown} is not running", definite=True)
-        body = order_body(order)
-        headers = {"Content-Type": "application/json", "Idempotency-Key": order.order_id}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         try:
             # No redirects: a 303 turns the POST into a GET whose 200 says
             # nothing about the order. Any 3xx is a failure the operator sees.
@@ -77,8 +111,8 @@ class WebhookSink:
                 self.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 if 200 <= resp.status < 300:
-                    await resp.read()  # drain it so the connection is reused
-                    return
+                    # read it all: the connection is reused, and it may say paid
+                    return True if says_paid(await resp.read()) else None
                 excerpt = (await resp.content.read(200)).decode("utf-8", "replace")
                 status = f"{resp.status} {resp.reason or ''}".strip()
         except TimeoutError:  # aiohttp's timeouts (asyncio.TimeoutError is TimeoutError)
