@@ -22,6 +22,7 @@ from seckill.process.embedded import EmbeddedError, EmbeddedGaveUp
 from seckill.schemas import (
     MAX_BUCKETS,
     MAX_BURST,
+    MAX_PAY_WINDOW_S,
     MAX_PER_USER_LIMIT,
     MAX_RATE,
     MAX_STOCK,
@@ -405,6 +406,8 @@ def _print_sale(sale: dict[str, Any]) -> None:
     click.echo(f"  per user   {sale['per_user_limit']}")
     if sale.get("buckets", 1) > 1:
         click.echo(f"  buckets    {sale['buckets']}")
+    if sale.get("pay_window_s"):
+        click.echo(f"  pay window {sale['pay_window_s']} s")
     if "orders" in sale:
         counts = ", ".join(f"{k} {v}" for k, v in sale["orders"].items())
         click.echo(f"  orders     {counts}; backlog {sale['backlog']}")
@@ -433,6 +436,12 @@ def sale() -> None:
     default=None,
     help="Shards the stock is spread over (default 1; fixed at creation).",
 )
+@click.option(
+    "--pay-window-s",
+    type=click.IntRange(1, MAX_PAY_WINDOW_S),
+    default=None,
+    help="Seconds a confirmed order has to be paid before it expires (default: no window).",
+)
 @_admin_options
 def sale_create(
     sale_id: str,
@@ -442,6 +451,7 @@ def sale_create(
     ends_at: str | None,
     per_user_limit: int | None,
     buckets: int | None,
+    pay_window_s: int | None,
     url: str,
     token: str | None,
     as_json: bool,
@@ -454,6 +464,7 @@ def sale_create(
         ("ends_at", ends_at),
         ("per_user_limit", per_user_limit),
         ("buckets", buckets),
+        ("pay_window_s", pay_window_s),
     ):
         if value is not None:
             body[key] = value
@@ -574,7 +585,7 @@ def _print_order(order: dict[str, Any]) -> None:
 
 @cli.group()
 def order() -> None:
-    """List and settle undetermined orders on a running gateway."""
+    """List and settle undetermined orders, settle paid ones, on a running gateway."""
 
 
 @order.command("undetermined")
@@ -631,6 +642,55 @@ def order_settle(
         return
     click.echo("confirmed" if confirm else "released: its units are back in stock")
     _print_order(answer)
+
+
+@order.command("paid")
+@click.argument("order_id")
+@_admin_options
+def order_paid(order_id: str, url: str, token: str | None, as_json: bool) -> None:
+    """Settle a confirmed ORDER_ID as paid: it no longer expires (idempotent)."""
+    from seckill.redis.keys import sale_of_order
+
+    if sale_of_order(order_id) is None:
+        fail(f"{order_id!r} is not an order id (<sale_id>.<token>)")
+    _, answer = _admin_call(url, token, "POST", f"/admin/v1/orders/{quote(order_id, safe='')}/paid")
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    _print_order(answer)
+
+
+@cli.command()
+@click.argument("sale_id", required=False)
+@click.option("--repair", is_flag=True, help="Fix the safe cases (see docs/API.md).")
+@_admin_options
+def reconcile(
+    sale_id: str | None, repair: bool, url: str, token: str | None, as_json: bool
+) -> None:
+    """Check the books of SALE_ID (default: every sale): stock, units, streams,
+    pay deadlines, sink statuses. Exit 0 when they balance, 1 when not."""
+    from seckill.redis.keys import valid_id
+
+    if sale_id is not None and not valid_id(sale_id):
+        fail(f"{sale_id!r} is not a valid sale id")
+    body: dict[str, Any] = {"repair": repair}
+    if sale_id is not None:
+        body["sale_id"] = sale_id
+    _, answer = _admin_call(url, token, "POST", "/admin/v1/reconcile", body)
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        for report in answer["sales"]:
+            click.echo(f"sale {report['sale_id']}: {'OK' if report['ok'] else 'DRIFT'}")
+            for check in report["checks"]:
+                click.echo(
+                    f"  {'PASS' if check['ok'] else 'FAIL'} {check['name']}: {check['detail']}"
+                )
+            for line in report["repaired"]:
+                click.echo(f"  repaired {line}")
+        if not answer["sales"]:
+            click.echo("no sales")
+    sys.exit(0 if answer["ok"] else 1)
 
 
 def main() -> None:

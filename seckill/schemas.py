@@ -156,6 +156,19 @@ class SettleRequest(Struct, forbid_unknown_fields=True):
     ]
 
 
+class ReconcileRequest(Struct, forbid_unknown_fields=True):
+    """Which sale to reconcile, and whether to repair the safe cases (issue 15)."""
+
+    sale_id: Annotated[Id, Meta(description="Default: every sale.")] | None = None
+    repair: Annotated[
+        bool,
+        Meta(
+            description="Fix the safe cases: deadline set, overdue expiries, lost stream "
+            "entries, sink statuses."
+        ),
+    ] = False
+
+
 class LimitsUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """The fields to change; at least one."""
 
@@ -254,6 +267,29 @@ class AdminSaleView(SaleView):
     backlog: Annotated[Count, Meta(description="Admitted orders not yet delivered to the sink.")]
     buckets: Annotated[int, Meta(ge=1, le=MAX_BUCKETS)] = 1
     pay_window_s: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ReconcileCheck(Struct, forbid_unknown_fields=True):
+    name: str
+    ok: bool
+    detail: str
+
+
+class SaleReconciliation(Struct, forbid_unknown_fields=True):
+    sale_id: Id
+    ok: bool
+    drift: Annotated[
+        int, Meta(description="stock_total − stock left − units held by live orders (0).")
+    ]
+    checks: list[ReconcileCheck]
+    repaired: list[str]
+
+
+class Reconciliation(Struct, forbid_unknown_fields=True):
+    """The books of each sale checked (``seckill reconcile``)."""
+
+    ok: bool
+    sales: list[SaleReconciliation]
 
 
 class SaleList(Struct, forbid_unknown_fields=True):

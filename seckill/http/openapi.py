@@ -502,6 +502,28 @@ def _operations() -> dict[str, dict[str, Json]]:
                 },
             )
         },
+        "/admin/v1/reconcile": {
+            "post": _operation(
+                "reconcile",
+                "admin",
+                "Check the books of a sale, or of every sale",
+                ADMIN,
+                description=(
+                    "stock_total = stock left + units of live orders; each user's units = "
+                    "their live orders; streams and pending entries; pay deadlines; the "
+                    "sink's statuses = Redis's. `repair` fixes the safe cases."
+                ),
+                body=schemas.ReconcileRequest,
+                responses={
+                    "200": _ok("The reports (`ok` false: a finding).", schemas.Reconciliation),
+                    "400": BAD_REQUEST,
+                    "401": ADMIN_UNAUTHENTICATED,
+                    "404": _not_found("sale_not_found"),
+                    "413": TOO_LARGE,
+                    "503": UNAVAILABLE,
+                },
+            )
+        },
         "/admin/v1/limits": {
             "get": _operation(
                 "getLimits",

@@ -77,6 +77,7 @@ from redis.exceptions import LockError, RedisError, ResponseError
 
 from seckill import metrics
 from seckill.aiotools import cancel_and_wait, reraise_if_cancelling
+from seckill.pipeline.reconcile import reconcile_forever
 from seckill.pipeline.sinks import (
     FINAL_STATUSES,
     CheckableSink,
@@ -261,6 +262,10 @@ class Pipeline:
             asyncio.create_task(self._keep_loop(), name="pipeline-keeper"),
             asyncio.create_task(self._reclaim_loop(), name="pipeline-reclaimer"),
             asyncio.create_task(self._sweep_loop(), name="pipeline-sweeper"),
+            asyncio.create_task(
+                reconcile_forever(self.redis, self.scripts, self.sink),
+                name="pipeline-reconciler",
+            ),
         ]
         self._workers = [
             asyncio.create_task(self._work_loop(), name=f"pipeline-worker-{i}")

@@ -6,6 +6,9 @@ answers as told: ``fail`` = 500 (or ``fail_status``, e.g. 400 or 429),
 ``delay`` = seconds before answering, ``gate`` = an Event every delivery
 waits for, ``late`` = seconds to wait *after* storing the order before
 answering (a slow shop that has the order but answers past the timeout).
+Status events (issue 15: ``"event": "status"``, ``Idempotency-Key:
+<order_id>:<status>``) are recorded apart, in ``statuses``; an order in
+``pay`` is answered ``{"paid": true}``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class Webhook:
         self.delay = 0.0
         self.late = 0.0
         self.gate: asyncio.Event | None = None
+        #: status events by Idempotency-Key (each count), and their bodies
+        self.status_keys: Counter[str] = Counter()
+        self.statuses: dict[str, dict[str, Any]] = {}
+        #: order ids answered {"paid": true}; every order when pay_all
+        self.pay: set[str] = set()
+        self.pay_all = False
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -51,11 +60,18 @@ class Webhook:
                 return web.json_response({"error": "down"}, status=self.fail_status)
             key = request.headers["Idempotency-Key"]
             body = await request.json()
+            if body.get("event") == "status":
+                assert key == f"{body['order_id']}:{body['status']}"
+                self.status_keys[key] += 1
+                self.statuses[key] = body
+                return web.json_response({"ok": True})
             assert body["order_id"] == key
             self.by_key[key] += 1
             self.bodies[key] = body
             if self.late:
                 await asyncio.sleep(self.late)  # stored; the answer comes too late
+            if self.pay_all or key in self.pay:
+                return web.json_response({"ok": True, "paid": True})
             return web.json_response({"ok": True})
         finally:
             self.in_flight -= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from seckill import metrics
@@ -15,6 +16,8 @@ from seckill.http.auth import check_admin
 from seckill.http.responses import json_response
 from seckill.http.state import ADMIN_TOKEN, RUNTIME, SETTINGS
 from seckill.http.validate import ADMIN_BODY_LIMIT, body_as, path_id
+from seckill.pipeline.reconcile import reconcile_all
+from seckill.pipeline.sinks import SinkError, sink_from_url
 from seckill.redis import keys
 from seckill.redis.events import publish_limits_changed, publish_sale_changed
 from seckill.redis.scripts import Cancel, Paid, SalePut, Settle
@@ -23,6 +26,8 @@ from seckill.schemas import (
     MAX_LISTED_SALES,
     LimitsUpdate,
     OrderList,
+    ReconcileRequest,
+    Reconciliation,
     SaleList,
     SaleUpdate,
     SettleRequest,
@@ -192,6 +197,47 @@ async def paid_order(request: web.Request) -> web.Response:
     if outcome is Paid.PAID:
         log.info("order %s paid", order_id, extra={"sale_id": sale_id, "order_id": order_id})
     return json_response(order_view(order))
+
+
+@routes.post("/admin/v1/reconcile")
+async def reconcile(request: web.Request) -> web.Response:
+    """Check the books of one sale or of every sale (issue 15); ``repair``
+    fixes the safe cases. With a pipeline in this process, its sink is
+    compared too; else a sink opened for the call (SQLite, PostgreSQL)."""
+    _admin(request)
+    body = await body_as(request, ReconcileRequest, ADMIN_BODY_LIMIT)
+    rt = request.app[RUNTIME]
+    settings = request.app[SETTINGS]
+    if body.sale_id is not None and await rt.scripts.read_sale(body.sale_id) is None:
+        raise errors.SaleNotFound()
+    own_sink = None
+    sink: Any = rt.pipeline.sink if rt.pipeline is not None else None
+    if sink is None:
+        try:
+            own_sink = sink = sink_from_url(settings.sink_url, timeout=settings.delivery_timeout)
+            await sink.start()
+        except (ValueError, SinkError) as exc:
+            log.warning("reconcile without the sink: %s", exc)
+            sink = None
+    try:
+        reports = await reconcile_all(
+            rt.redis,
+            rt.scripts,
+            body.sale_id,
+            sink=sink,
+            repair=body.repair,
+            retention=settings.order_retention,
+        )
+    finally:
+        if own_sink is not None:
+            await own_sink.close()
+    for report in reports:
+        if body.repair and report.repaired:
+            log.warning("reconcile %s repaired: %s", report.sale_id, "; ".join(report.repaired))
+            rt.cache.changed(report.sale_id)
+            await publish_sale_changed(rt.redis, report.sale_id)
+    answer = {"ok": all(r.ok for r in reports), "sales": [r.as_dict() for r in reports]}
+    return json_response(msgspec.convert(answer, Reconciliation))
 
 
 def _order_id(request: web.Request) -> tuple[str, str]:
