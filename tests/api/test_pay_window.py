@@ -25,12 +25,12 @@ from tests.helpers.api import ADMIN, ADMIN_TOKEN, admin_sale, create_sale, crowd
 WAIT = 30.0
 
 
-async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = WAIT) -> None:
+async def until(what: str, check: Callable[[], Awaitable[bool]], within: float = WAIT) -> None:
     """Wait for *check* to hold, polling, with a deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            raise AssertionError(f"not within {within} s: {what}")
         await asyncio.sleep(0.05)
 
 
@@ -120,7 +120,7 @@ async def test_done_when_scenario(
     async def expired() -> bool:
         return (await admin_sale(client, sale))["orders"]["expired"] == 40
 
-    await until("40 orders expired", expired, timeout=window + 10)
+    await until("40 orders expired", expired, within=window + 10)
     view = await admin_sale(client, sale)
     assert view["stock_left"] == 40
     assert view["orders"] == {
@@ -138,7 +138,7 @@ async def test_done_when_scenario(
         h = await redis.hgetall(keys.order(sale, o["order_id"]))
         assert h["status"] == "expired"
         lateness.append(int(h["expired_at"]) - int(h["pay_deadline"]))
-    assert 0 <= min(lateness) and max(lateness) <= 2000, lateness
+    assert min(lateness) >= 0 and max(lateness) <= 2000, lateness
 
     # the sale is active again on every path (its sold-out flag cleared)
     resp = await client.get(f"/api/v1/sales/{sale}")
@@ -190,7 +190,7 @@ async def test_done_when_scenario(
 async def test_reconcile_finds_and_repairs(client: TestClient, redis: Redis) -> None:
     sale = "rc"
     await create_sale(client, sale, stock=5, pay_window_s=60)
-    [a, b] = await crowd(client, sale, ["a", "b"])
+    [a, _] = await crowd(client, sale, ["a", "b"])
     await confirmed_count(client, sale, 2)
     # a lost deadline (repairable) and a units hash that drifted (reported only)
     await redis.zrem(keys.pay_deadlines(sale), a["order_id"])
