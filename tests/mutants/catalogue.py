@@ -337,14 +337,14 @@ SALE_BUCKETS_API_TESTS = ("tests/api/test_sale_buckets.py",)
 
 #: steps 2 and 3 of a transfer, as ``Scripts.finish`` runs them
 _CREDIT_STEP = (
-    "        await self._credit(\n"
-    "            keys=[keys.sale(dest), keys.xfer_in(dest)],"
-    ' args=[xid, _field(dest), amount, ""]\n'
+    "        await self._eval(\n"
+    "            self._credit, [keys.sale(dest), keys.xfer_in(dest)],"
+    ' [xid, _field(dest), amount, ""]\n'
     "        )\n"
 )
 _ACK_STEP = (
-    "        await self._xack("
-    'keys=[keys.xfer_out(source), keys.xfer_done(source)], args=[xid, ""])\n'
+    "        await self._eval("
+    'self._xack, [keys.xfer_out(source), keys.xfer_done(source)], [xid, ""])\n'
 )
 
 #: one hot sale on several buckets (issue 13; docs/architecture.md, "One hot
@@ -474,8 +474,10 @@ BUCKETS: list[Mutant] = [
     Mutant(
         "cancel-returns-units-to-the-home-hash",
         "buckets",
-        "keys=[keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],",
-        "keys=[keys.order(sale_id, order_id), keys.sale(keys.sale_of_tag(sale_id)),"
+        "self._cancel,\n"
+        "            [keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],",
+        "self._cancel,\n"
+        "            [keys.order(sale_id, order_id), keys.sale(keys.sale_of_tag(sale_id)),"
         " keys.units(sale_id)],",
         (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
         where=PY,
