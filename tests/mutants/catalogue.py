@@ -9,7 +9,8 @@ the mutant's name. ``tests`` are the pytest arguments that must catch it (a
 few files, run with ``-x``).
 
 Add a mutant when you add a rule the gateway must keep; add a test when one
-survives. The hot-sale buckets, the cluster pipeline and the roles: ``BUCKETS``.
+survives. The hot-sale buckets, the cluster pipeline and the roles: ``BUCKETS``;
+the pay window (issue 15): ``PAY_WINDOW``.
 """
 
 from __future__ import annotations
@@ -258,8 +259,10 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "pipeline-delivered-not-confirmed",
         "pipeline",
-        "        if delivery is Delivery.DELIVERED:\n            await self._confirm(entry)",
-        "        if delivery is Delivery.DELIVERED:\n            await self._ack(entry)",
+        "        if delivery in (Delivery.DELIVERED, Delivery.PAID):\n"
+        "            await self._confirm(entry)",
+        "        if delivery in (Delivery.DELIVERED, Delivery.PAID):\n"
+        "            await self._ack(entry)",
         PIPELINE_TESTS,
         where=PY,
     ),
@@ -475,10 +478,17 @@ BUCKETS: list[Mutant] = [
         "cancel-returns-units-to-the-home-hash",
         "buckets",
         "self._cancel,\n"
-        "            [keys.order(sale_id, order_id), keys.sale(sale_id), keys.units(sale_id)],",
+        "            [\n"
+        "                keys.order(sale_id, order_id),\n"
+        "                keys.sale(sale_id),\n"
+        "                keys.units(sale_id),\n"
+        "                keys.pay_deadlines(sale_id),",
         "self._cancel,\n"
-        "            [keys.order(sale_id, order_id), keys.sale(keys.sale_of_tag(sale_id)),"
-        " keys.units(sale_id)],",
+        "            [\n"
+        "                keys.order(sale_id, order_id),\n"
+        "                keys.sale(keys.sale_of_tag(sale_id)),\n"
+        "                keys.units(sale_id),\n"
+        "                keys.pay_deadlines(sale_id),",
         (*SALE_BUCKETS_TESTS, *SALE_BUCKETS_API_TESTS),
         where=PY,
     ),
@@ -593,3 +603,57 @@ BUCKETS: list[Mutant] = [
 ]
 
 MUTANTS += BUCKETS
+
+#: the pay window (issue 15): paid / expired as compare-and-sets, the sweeper
+PAY_WINDOW_TESTS = ("tests/lua/test_pay_window.py",)
+PAY_WINDOW_API_TESTS = ("tests/api/test_pay_window.py",)
+
+PAY_WINDOW: list[Mutant] = [
+    Mutant(
+        "paid-past-the-deadline-accepted",
+        "pay-window",
+        "if deadline and now >= deadline then",
+        "if false then",
+        PAY_WINDOW_TESTS,
+    ),
+    Mutant(
+        "expire-without-compare-and-set",
+        "pay-window",
+        "if o[1] ~= 'confirmed' or not o[2] then",
+        "if not o[2] then",
+        PAY_WINDOW_TESTS,
+    ),
+    Mutant(
+        "expire-keeps-the-stock",
+        "pay-window",
+        "redis.call('HINCRBY', KEYS[2], 'stock_left', qty)\n"
+        "redis.call('HINCRBY', KEYS[2], 'n_confirmed', -1)",
+        "redis.call('HINCRBY', KEYS[2], 'n_confirmed', -1)",
+        PAY_WINDOW_TESTS,
+    ),
+    Mutant(
+        "confirm-gives-no-deadline",
+        "pay-window",
+        "    redis.call('ZADD', KEYS[4], deadline, redis.call('HGET', KEYS[1], 'order_id'))",
+        "",
+        PAY_WINDOW_TESTS,
+    ),
+    Mutant(
+        "sweeper-never-sweeps",
+        "pay-window",
+        "        if not await self.scripts.due(owner, now, 1):\n            return 0",
+        "        if True:\n            return 0",
+        PAY_WINDOW_API_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "sink-never-hears-a-status",
+        "pay-window",
+        "                        await sink.set_status(order, entry.status, entry.at_ms)",
+        "                        pass",
+        PAY_WINDOW_API_TESTS,
+        where=PY,
+    ),
+]
+
+MUTANTS += PAY_WINDOW
