@@ -485,10 +485,11 @@ class StubAdminApi:
                         "failed": 0,
                         "cancelled": 0,
                         "undetermined": 0,
-                        "paid": 0,
-                        "expired": 0,
+                        "paid": 7,
+                        "expired": 3,
                     },
                     "backlog": 0,
+                    "pay_window_s": 6,
                 }
             ],
             "truncated": False,
@@ -541,6 +542,10 @@ async def test_dashboard_renders_the_stats_it_reads(page_server: str) -> None:
         row = page.locator('tr[data-sale="s1"]')
         await expect(row.locator('.chip[data-outcome="sold_out"]')).to_have_text(
             re.compile(r"^sold out [\d.,]+/s$")
+        )
+        # the pay window's outcomes (issue 15)
+        await expect(row.locator('[data-field="paid_expired"]')).to_have_text(
+            "7 paid · 3 expired (pay within 6 s)"
         )
         await expect(row.locator('[data-field="rejected_total"]')).to_have_text(
             re.compile(r"^[\d,]+ rejected in all$")

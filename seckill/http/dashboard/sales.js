@@ -26,6 +26,7 @@ function makeRow(id) {
   c.delRate = el("div", { class: "rate", "data-field": "delivered_rate" });
   c.delTotal = el("div", { class: "line2", "data-field": "confirmed" });
   c.lost = el("div", { class: "line2", "data-field": "failed_cancelled" });
+  c.paid = el("div", { class: "line2", "data-field": "paid_expired" });
   c.spark = newSpark();
   c.tr.append(
     el("td", {}, c.id, c.name),
@@ -34,7 +35,7 @@ function makeRow(id) {
     el("td", { class: "num" }, c.admRate, c.admTotal),
     el("td", {}, c.chips, c.rejTotal),
     c.backlog,
-    el("td", { class: "num" }, c.delRate, c.delTotal, c.lost),
+    el("td", { class: "num" }, c.delRate, c.delTotal, c.paid, c.lost),
     el("td", {}, c.spark),
   );
   return c;
@@ -92,9 +93,20 @@ function renderRow(c, id, view, before, dt, snap, prevSnap) {
   setText(c.admRate, admittedRate == null ? "—" : fmtRate(admittedRate) + "/s");
   setText(c.admTotal, fmtInt(admitted) + " in all");
   setText(c.backlog, fmtInt(view.backlog));
-  const deliveredRate = perSec(orders.confirmed || 0, before ? (before.orders || {}).confirmed || 0 : null);
+  // delivered: confirmed, and what a pay window made of them since (paid, expired)
+  const delivered = (o) => (o.confirmed || 0) + (o.paid || 0) + (o.expired || 0);
+  const deliveredRate = perSec(delivered(orders), before ? delivered(before.orders || {}) : null);
   setText(c.delRate, deliveredRate == null ? "—" : fmtRate(deliveredRate) + "/s");
   setText(c.delTotal, fmtInt(orders.confirmed || 0) + " confirmed");
+  const paid = orders.paid || 0;
+  const expired = orders.expired || 0;
+  setText(
+    c.paid,
+    view.pay_window_s || paid || expired
+      ? fmtInt(paid) + " paid · " + fmtInt(expired) + " expired" +
+          (view.pay_window_s ? " (pay within " + fmtInt(view.pay_window_s) + " s)" : "")
+      : "",
+  );
   const failed = orders.failed || 0;
   const cancelled = orders.cancelled || 0;
   const undetermined = orders.undetermined || 0;

@@ -129,5 +129,5 @@ export function maxBound(cumulative) {
 export function ordersTotal(view) {
   const o = view.orders || {};
   return (o.queued || 0) + (o.confirmed || 0) + (o.failed || 0) + (o.cancelled || 0) +
-    (o.undetermined || 0);
+    (o.undetermined || 0) + (o.paid || 0) + (o.expired || 0);
 }
