@@ -36,6 +36,11 @@ for a setting of ``seckill serve``):
 ``LOADTEST_JWT_SECRET``      when set, identify with an HS256 JWT (``--auth
                              jwt`` gateways: their SECKILL_JWT_SECRET)
                              instead of ``X-User-Id``
+``LOADTEST_PAY_SHARE``       share of confirmed orders the crowd pays (issue
+                             15: ``POST /admin/v1/orders/{id}/paid``, needs
+                             ``LOADTEST_ADMIN_TOKEN``); recorded as "pay:
+                             paid", "pay: order_expired"… (default 0)
+``LOADTEST_ADMIN_TOKEN``     the gateway's admin token, for the payments
 ``LOADTEST_SHAPE=spike``     enable the spike shape below:
 ``LOADTEST_USERS``           … ramp to this many users (default ``--users``
                              or 100)
@@ -67,7 +72,9 @@ from locust.exception import StopUser
 from locust.runners import STATE_RUNNING, WorkerRunner
 
 #: resting statuses: undetermined waits for an operator, not for the pipeline
-FINAL_ORDER = frozenset({"confirmed", "failed", "cancelled", "undetermined"})
+FINAL_ORDER = frozenset({"confirmed", "failed", "cancelled", "undetermined", "paid", "expired"})
+#: what a paid answers (issue 15): 200, or 409 when the window is over
+PAY_OUTCOMES = frozenset({(200, None), (409, "order_expired"), (409, "order_not_payable")})
 SALE_OVER = frozenset({"sold_out", "ended"})
 
 
@@ -97,6 +104,8 @@ class Config:
     timeout: float
     follow: float
     jwt_secret: str | None
+    pay_share: float = 0.0
+    admin_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -108,6 +117,8 @@ class Config:
             timeout=_number("TIMEOUT", 10.0, 0.1),
             follow=_number("FOLLOW", 30.0, 0.0),
             jwt_secret=_env("JWT_SECRET", "") or None,
+            pay_share=_number("PAY_SHARE", 0.0, 0.0, 1.0),
+            admin_token=_env("ADMIN_TOKEN", "") or None,
         )
 
 
@@ -358,6 +369,8 @@ class Customer(FastHttpUser):
             if verdict.body in FINAL_ORDER or (
                 verdict.failure is not None and verdict.retry_after is None
             ):
+                if verdict.body == "confirmed" and random.random() < CONFIG.pay_share:
+                    self.pay(order_id)
                 return
             if time.monotonic() > deadline:
                 self.environment.events.request.fire(
@@ -370,6 +383,27 @@ class Customer(FastHttpUser):
                 )
                 return
             delay = verdict.retry_after or min(delay * 2, 1.0)
+
+    def pay(self, order_id: str) -> None:
+        """The shop's backend settles the order as paid (admin API)."""
+        if CONFIG.admin_token is None:
+            raise ValueError("LOADTEST_PAY_SHARE needs LOADTEST_ADMIN_TOKEN")
+        with self.client.request(
+            "POST",
+            f"/admin/v1/orders/{order_id}/paid",
+            headers={"Authorization": f"Bearer {CONFIG.admin_token}"},
+            catch_response=True,
+        ) as resp:
+            body = _json(resp)
+            code = body.get("error") if isinstance(body, dict) else None
+            name = "pay: paid" if resp.status_code == 200 else f"pay: {code or resp.status_code}"
+            verdict = Verdict(
+                name,
+                None
+                if (resp.status_code, code) in PAY_OUTCOMES
+                else f"unexpected {resp.status_code} {code}",
+            )
+            self._record(resp, verdict)
 
     def send_malformed(self) -> None:
         kind = random.choice(list(MALFORMED))

@@ -166,6 +166,8 @@ async def check_sale(
     if require_drained:
         queued = sorted(i for i, o in orders.items() if o.get("status") == "queued")
         checks.append(_every_order_final(queued, len(orders)))
+        if sale.get("pay_window_s"):
+            checks.append(_pay_window_settled(orders))
     checks.append(_counts_consistent(sale, by_status, malformed))
     checks.extend(extra)
     if sink_url is not None:
@@ -364,6 +366,21 @@ def _every_order_final(queued: list[str], n_orders: int) -> Check:
             f"{len(queued)} of {n_orders} orders still queued: {_some(queued)}",
         )
     return Check("every_order_final", True, f"none of {n_orders} orders queued")
+
+
+def _pay_window_settled(orders: dict[str, dict[str, str]]) -> Check:
+    """After the window (issue 15): every confirmed order was paid or expired,
+    and each expired one returned its units (counted by never_oversold)."""
+    waiting = sorted(i for i, o in orders.items() if o.get("status") == "confirmed")
+    n = Counter(o.get("status") for o in orders.values())
+    facts = f"{n['paid']} paid, {n['expired']} expired"
+    if waiting:
+        return Check(
+            "pay_window_settled",
+            False,
+            f"{len(waiting)} order(s) still awaiting payment: {_some(waiting)} ({facts})",
+        )
+    return Check("pay_window_settled", True, facts)
 
 
 def _counts_consistent(
@@ -698,10 +715,14 @@ async def read_summed(redis: Redis, sale_id: str) -> dict[str, str]:
 
 
 def drained(sale: dict[str, Any]) -> bool:
-    """True when a sale hash (or admin view) shows no undelivered order."""
+    """True when a sale hash (or admin view) shows no undelivered order — and,
+    for a sale with a pay window (issue 15), none still awaiting payment
+    (every confirmed order paid or expired: the books after the window)."""
     if "orders" in sale:  # an admin view
-        return int(sale["orders"]["queued"]) == 0 and int(sale["backlog"]) == 0
-    return int(sale.get("n_queued") or 0) == 0
+        waiting = int(sale["orders"].get("confirmed", 0)) if sale.get("pay_window_s") else 0
+        return int(sale["orders"]["queued"]) == 0 and int(sale["backlog"]) == 0 and not waiting
+    waiting = int(sale.get("n_confirmed") or 0) if sale.get("pay_window_s") else 0
+    return int(sale.get("n_queued") or 0) == 0 and not waiting
 
 
 async def wait_drained(redis: Redis, sale_id: str, seconds: float, poll: float = 0.05) -> bool:

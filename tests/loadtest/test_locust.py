@@ -193,3 +193,44 @@ def test_a_missing_sale_is_a_failure(gateway: Gateway, tmp_path: Path) -> None:
     assert run.code == 1, run.output
     assert run.stats["sale: sale_not_found"]["Failure Count"] != "0"
     assert run.failures() == run.count("Aggregated")
+
+
+def test_the_crowd_pays_a_share_and_the_checker_verifies_the_books_after_the_window(
+    gateway: Gateway, redis_url: str, tmp_path: Path
+) -> None:
+    """Issue 15: LOADTEST_PAY_SHARE of the confirmed orders paid by the crowd;
+    the rest expire after the 2 s window; the checker, waiting for the window
+    (--wait-drained), finds every order paid or expired and the books exact."""
+    admin(gateway.url, "PUT", "/admin/v1/sales/lt-pay", {"stock": 20, "pay_window_s": 2})
+    run = locust(
+        gateway.url,
+        "lt-pay",
+        tmp_path,
+        LOADTEST_USERS="30",
+        LOADTEST_PAY_SHARE="0.5",
+        LOADTEST_ADMIN_TOKEN=ADMIN_TOKEN,
+    )
+    assert run.code == 0, run.output
+    assert run.failures() == 0, run.output
+    sink = f"sqlite:///{gateway.data_dir.resolve() / 'orders.db'}"
+    cmd = [
+        sys.executable, "-m", "loadtest.check", "--url", gateway.url, "--sale", "lt-pay",
+        "--redis-url", redis_url, "--sink", sink, "--wait-drained", "30",
+    ]  # fmt: skip
+    done = subprocess.run(
+        cmd,
+        env={**os.environ, "SECKILL_ADMIN_TOKEN": ADMIN_TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS pay_window_settled" in done.stdout, done.stdout
+    assert "PASS sink_statuses_match" in done.stdout, done.stdout
+    sale = admin(gateway.url, "GET", "/admin/v1/sales/lt-pay")
+    orders = sale["orders"]
+    assert orders["paid"] == run.count("pay: paid") > 0
+    assert orders["confirmed"] == orders["queued"] == 0
+    assert orders["paid"] + orders["expired"] == run.count("buy: admitted")
+    assert sale["stock_left"] == 20 - orders["paid"]
