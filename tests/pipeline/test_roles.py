@@ -132,3 +132,36 @@ async def test_a_gateway_finishes_an_interrupted_transfer_by_itself(
 
     await until(finished, 5, "the interrupted transfer finished by the gateway's reconciler")
     assert await redis.zscore(keys.xfer_in(tags[2]), "cut") is not None
+
+
+async def test_the_worker_sweeps_the_pay_window_and_every_gateway_hears_it(
+    make_client: MakeClient, redis: Redis
+) -> None:
+    """Issue 15 with roles: the sweeper runs where the pipeline runs (the
+    worker); a gateway that answered sold_out from its local flag hears the
+    expiry (sale_changed) and sells the returned units again."""
+    gateway = await make_client(role="gateway")
+    await make_client(role="worker")
+    await create_sale(gateway, "pw-roles", stock=3, pay_window_s=1)
+    first = await crowd(gateway, "pw-roles", ["a", "b", "c", "d"])
+    assert len(first) == 3
+    resp = await gateway.post("/api/v1/sales/pw-roles/orders", headers={"X-User-Id": "e"})
+    assert (resp.status, (await resp.json())["error"]) == (409, "sold_out")
+    cache = gateway.app[RUNTIME].cache
+    assert cache.is_sold_out("pw-roles")  # answered from memory until told
+    before = cache.generation("pw-roles")
+
+    async def expired() -> bool:
+        return (await admin_sale(gateway, "pw-roles"))["orders"]["expired"] == 3
+
+    await until(expired, 20, "the worker's sweeper to expire the 3 orders")
+    # the gateway's sold-out flag cleared by the worker's event: it sells again
+    # told by the worker's sale_changed event (not the flag's own TTL): its
+    # generation moved, and the flag is down
+    await until(
+        lambda: cache.generation("pw-roles") > before and not cache.is_sold_out("pw-roles"),
+        5,
+        "the gateway to hear the expiry",
+    )
+    again = await crowd(gateway, "pw-roles", ["e", "f", "g", "h"])
+    assert len(again) == 3
