@@ -608,3 +608,42 @@ def test_sink_from_url_hides_passwords_and_checks_timeout() -> None:
     assert "s3cret" not in str(exc.value) and "app:***@db" in str(exc.value)
     with pytest.raises(ValueError, match="timeout"):
         sink_from_url("sqlite:///orders.db", timeout=0)
+
+
+async def test_postgres_migrates_an_old_table_and_sets_statuses_idempotently(
+    pg_url: str,
+) -> None:
+    """Issue 15: a table made before the status column gains it (every old row
+    confirmed); set_status is an idempotent UPDATE; statuses() reads them."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE orders (order_id text PRIMARY KEY, sale_id text NOT NULL,"
+            " user_id text NOT NULL, quantity integer NOT NULL,"
+            " created_at timestamptz NOT NULL, confirmed_at timestamptz NOT NULL)"
+        )
+        await conn.execute(
+            "INSERT INTO orders VALUES ('s.AAAAAAAAAAAAAAAA', 's', 'u', 1, now(), now())"
+        )
+    finally:
+        await conn.close()
+    sink = PostgresSink(pg_url)
+    await sink.start()
+    try:
+        old = Order("s.AAAAAAAAAAAAAAAA", "s", "u", 1, 0)
+        new = Order("s.BBBBBBBBBBBBBBBB", "s", "v", 1, 1_700_000_000_000)
+        await sink.deliver(new)
+        assert await sink.statuses([old.order_id, new.order_id]) == {
+            old.order_id: "confirmed",
+            new.order_id: "confirmed",
+        }
+        for _ in range(2):
+            await sink.set_status(old, "expired", 0)
+            await sink.set_status(new, "paid", 0)
+        await sink.deliver(new)  # a replayed delivery leaves the status alone
+        assert await sink.statuses([old.order_id, new.order_id, "s.CCCCCCCCCCCCCCCC"]) == {
+            old.order_id: "expired",
+            new.order_id: "paid",
+        }
+    finally:
+        await sink.close()
