@@ -605,6 +605,15 @@ class Pipeline:
                         await sink.set_status(order, entry.status, entry.at_ms)
                     break
                 except (SinkError, TimeoutError) as exc:
+                    if isinstance(exc, SinkError) and exc.permanent:
+                        # refused for good (a webhook 4xx): retrying cannot help
+                        log.warning(
+                            "order %s: the sink refused its status %s: %s; not sent again",
+                            order.order_id,
+                            entry.status,
+                            one_line(exc),
+                        )
+                        break
                     log.info(
                         "order %s: status %s not recorded by the sink (try %d): %s",
                         order.order_id,

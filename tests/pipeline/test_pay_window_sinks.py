@@ -148,3 +148,41 @@ async def test_expiry_in_a_sale_with_buckets_returns_units_to_each_bucket(
         assert await redis.zcard(keys.pay_deadlines(tag)) == 0
     resp = await client.post("/admin/v1/reconcile", json={"sale_id": "bk"}, headers=ADMIN)
     assert (await resp.json())["ok"], await resp.json()
+
+
+async def test_a_status_the_webhook_fails_is_retried_and_a_refused_one_dropped(
+    make_client: MakeClient, webhook: Webhook, redis: Redis
+) -> None:
+    client = await make_client(order_sink=webhook.url, delivery_retries=50)
+    await create_sale(client, "wr", stock=2, pay_window_s=60)
+    [a, b] = await crowd(client, "wr", ["a", "b"])
+
+    async def delivered() -> bool:
+        return (await admin_sale(client, "wr"))["orders"]["confirmed"] == 2
+
+    await until("both confirmed", delivered)
+    webhook.fail = True  # 500: outcome unknown, retried
+    raw = webhook.raw
+    resp = await client.post(f"/admin/v1/orders/{a['order_id']}/paid", headers=ADMIN)
+    assert resp.status == 200
+
+    async def tried_twice() -> bool:
+        return webhook.raw >= raw + 2
+
+    await until("the status event tried and failed twice", tried_twice)
+    webhook.fail = False
+
+    async def recorded() -> bool:
+        return webhook.status_keys[f"{a['order_id']}:paid"] == 1
+
+    await until("the paid status recorded once the webhook is back", recorded)
+    # a refusal (4xx) is not retried for ever: logged, acknowledged
+    webhook.fail, webhook.fail_status = True, 400
+    resp = await client.post(f"/admin/v1/orders/{b['order_id']}/cancel", headers=ADMIN)
+    assert resp.status == 200
+
+    async def acknowledged() -> bool:
+        return (await redis.xlen(keys.stream("wr"))) == 0
+
+    await until("the refused status event acknowledged", acknowledged)
+    assert f"{b['order_id']}:cancelled" not in webhook.status_keys
