@@ -268,7 +268,9 @@ class RedisState(Collector):
         drift = GaugeMetricFamily(
             "seckill_sale_reconciliation_drift",
             "Units sold by the sale's counters (stock_total - stock_left) less the units its"
-            " users hold; 0 unless the books disagree. Only sales of at most 10000 holders.",
+            " users hold (paid orders hold theirs, expired ones gave them back); 0 unless the"
+            " books disagree. Only sales of at most 10000 holders; a sale with buckets: the"
+            " periodic reconciler's last figure.",
             labels=["sale"],
         )
         for sale_id, sale in sorted(self.sales.items()):

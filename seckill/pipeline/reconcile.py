@@ -400,25 +400,35 @@ async def reconcile_all(
 
 
 async def reconcile_forever(redis: Any, scripts: Scripts, sink: Any) -> None:
-    """Every RECONCILE_PERIOD: check every sale, log the findings, and keep the
-    drift of each sale with buckets in its home hash (``recon_drift``: the
-    ``seckill_sale_reconciliation_drift`` gauge of such a sale, which the
-    scrape cannot afford to compute). Never repairs. A finding is logged when
-    two passes in a row make it (a buy or a delivery between two reads of one
-    pass is not a finding)."""
-    before: set[tuple[str, str]] = set()
+    """Every RECONCILE_PERIOD: check every sale, once per period cluster-wide
+    (the first process to take ``seckill:{S}:reconciled`` for the period does
+    it; the others skip that sale). The failing checks of a pass are kept in
+    the sale's home hash (``recon_findings``), so whichever process runs the
+    next pass logs a finding that two passes in a row made (a buy or a
+    delivery between two reads of one pass is not a finding); the drift of a
+    sale with buckets is kept there too (``recon_drift``: its
+    ``seckill_sale_reconciliation_drift`` gauge, which the scrape cannot
+    afford to compute). Never repairs."""
     while True:
         await asyncio.sleep(RECONCILE_PERIOD)
         try:
-            now: set[tuple[str, str]] = set()
-            for report in await reconcile_all(redis, scripts, sink=sink):
-                if await scripts.route(report.sale_id):
-                    await redis.hset(keys.sale(report.sale_id), "recon_drift", report.drift)
+            for sale_id in await sale_ids(redis):
+                claimed = await redis.set(
+                    keys.reconciled(sale_id), "1", nx=True, px=int(RECONCILE_PERIOD * 800)
+                )
+                if not claimed:
+                    continue
+                report = await reconcile_sale(redis, scripts, sale_id, sink=sink)
+                if report is None:
+                    continue
+                failing = sorted(c.name for c in report.checks if not c.ok)
+                before = _s(await redis.hget(keys.sale(sale_id), "recon_findings") or "")
+                fields: dict[str, Any] = {"recon_findings": ",".join(failing)}
+                if await scripts.route(sale_id):
+                    fields["recon_drift"] = report.drift
+                await redis.hset(keys.sale(sale_id), mapping=fields)
                 for c in report.checks:
-                    if not c.ok:
-                        now.add((report.sale_id, c.name))
-                        if (report.sale_id, c.name) in before:
-                            log.warning("reconcile %s: %s: %s", report.sale_id, c.name, c.detail)
-            before = now
+                    if not c.ok and c.name in before.split(","):
+                        log.warning("reconcile %s: %s: %s", sale_id, c.name, c.detail)
         except (RedisError, OSError) as exc:
             log.warning("periodic reconciler: %s; next pass in %.0f s", exc, RECONCILE_PERIOD)

@@ -101,6 +101,11 @@ def sweeper_lock(sale_id: str) -> str:
     return f"{PREFIX}:{{{sale_id}}}:sweeper"
 
 
+def reconciled(sale_id: str) -> str:
+    """String with a TTL: the periodic reconciler checked the sale this period."""
+    return f"{PREFIX}:{{{sale_id}}}:reconciled"
+
+
 def bucket(sale_id: str) -> str:
     """Hash: the sale's cluster-wide token bucket (tokens, ts)."""
     return f"{PREFIX}:{{{sale_id}}}:bucket"

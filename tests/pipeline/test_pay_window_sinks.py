@@ -11,8 +11,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
+from seckill.pipeline import reconcile
 from seckill.pipeline.sinks import Order
 from seckill.pipeline.sinks.sqlite import SQLiteSink
 from seckill.redis import keys
@@ -186,3 +188,33 @@ async def test_a_status_the_webhook_fails_is_retried_and_a_refused_one_dropped(
 
     await until("the refused status event acknowledged", acknowledged)
     assert f"{b['order_id']}:cancelled" not in webhook.status_keys
+
+
+async def test_the_periodic_reconciler_reports_a_drift_once_per_period(
+    make_client: MakeClient,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every pipeline process runs it, one pass per sale per period
+    cluster-wide; a sale with buckets gets its drift gauge from it; a finding
+    made by two passes in a row is logged."""
+    monkeypatch.setattr(reconcile, "RECONCILE_PERIOD", 0.3)
+    client = await make_client()
+    await make_client(role="worker")  # a second pipeline: still one pass per period
+    await create_sale(client, "rp", stock=10, buckets=2, pay_window_s=60)
+    await crowd(client, "rp", ["a", "b"])
+    tag = (await redis.hget(keys.sale("rp"), "tags")).split()[0]
+    await redis.hincrby(keys.sale(tag), "stock_left", 1)  # a unit from nowhere
+
+    async def gauge() -> bool:
+        text = await (await client.get("/metrics")).text()
+        return 'seckill_sale_reconciliation_drift{sale="rp"} -1.0' in text
+
+    await until("the drift gauge of the bucketed sale", gauge)
+
+    async def logged() -> bool:
+        return any("reconcile rp: stock_balances" in r.getMessage() for r in caplog.records)
+
+    await until("the finding logged after two passes", logged)
+    assert await redis.hget(keys.sale("rp"), "recon_findings") == "stock_balances"

@@ -79,14 +79,15 @@ async def _sales(redis: Redis, scripts: Scripts) -> dict[str, dict[str, str]]:
         }
         if "buckets" not in sale:
             unbucketed.append(sale_id)
+        elif sale.get("recon_drift"):  # the periodic reconciler's last figure (issue 15)
+            sales[sale_id]["drift"] = sale["recon_drift"]
     if unbucketed:
         async with redis.pipeline(transaction=False) as pipe:
             for sale_id in unbucketed:
                 pipe.hlen(keys.units(sale_id))
             counts: list[Any] = await pipe.execute()
-        # a sale with buckets has no drift gauge: its units move between the
-        # pool and buckets on several slots (`seckill reconcile`-style checks
-        # of it are seckill.tools.invariants')
+        # a sale with buckets gets the periodic reconciler's drift (above):
+        # its units move between the pool and buckets on several slots
         await _drift(redis, sales, {s: int(n) for s, n in zip(unbucketed, counts, strict=True)})
     metrics.prepare_sales([s for s, sale in sales.items() if sale["stock_left"] not in ("0", "")])
     return sales
