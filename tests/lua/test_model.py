@@ -2,13 +2,13 @@
 (through :class:`seckill.redis.scripts.Scripts`, on the session's Redis)
 with random sequences of admits (quantities, Idempotency-Keys, token
 buckets, a backlog bound), confirms, releases, cancels, sale updates
-(restock, limit, window) and time moving forward, against a small Python
-model of one sale.
+(restock, limit, window), payments and expiries in a pay window (issue 15)
+and time moving forward, against a small Python model of one sale.
 
 After every step it checks that each script answered what the model
 predicts, and the invariants of docs/API.md §6 on what Redis holds:
 stock_left ≥ 0 and equal to the model's; stock_left + units of live
-(queued|confirmed) orders = stock_total; the units hash = each user's live
+(queued|confirmed|paid) orders = stock_total; the units hash = each user's live
 units, never above the per-user limit; the n_* counters = the orders per
 status; every queued order is in the stream and every stream entry is a
 known order; the consumer group's pending entries are the orders not yet
@@ -44,7 +44,7 @@ from hypothesis.stateful import (
 from seckill.pipeline.consumer import GROUP
 from seckill.redis import keys
 from seckill.redis.client import RedisClients, connect
-from seckill.redis.scripts import Admit, Cancel, SalePut, Scripts
+from seckill.redis.scripts import Admit, Cancel, Paid, SalePut, Scripts
 from seckill.schemas import UNLIMITED, Limits
 
 T0 = 1_700_000_000_000  # the model's clock starts here (ms); the scripts take "now"
@@ -68,7 +68,10 @@ LIMIT_CHOICES = (
     Limits(per_user_rate=0.5, per_user_burst=2),
     Limits(rate=1.0, burst=3, per_user_rate=0.25, per_user_burst=2),
 )
-LIVE = ("queued", "confirmed")
+#: orders whose units are held (count against the stock and the user)
+LIVE = ("queued", "confirmed", "paid")
+#: orders a cancel takes back
+CANCELLABLE = ("queued", "confirmed")
 
 
 def lua_number(x: float) -> float:
@@ -90,6 +93,8 @@ class ModelOrder:
     status: str
     entry_id: str
     acked: bool = False
+    #: ms: the pay deadline once confirmed in a sale with a pay window
+    deadline: int | None = None
 
 
 @dataclass
@@ -102,6 +107,8 @@ class ModelSale:
     #: the highest per-user limit ever in force: lowering the limit later
     #: does not take units away from anyone
     limit_high: int
+    #: the pay window, seconds (None = none)
+    window: int | None = None
     orders: dict[str, ModelOrder] = field(default_factory=dict)
     idem: dict[tuple[str, str], str] = field(default_factory=dict)
     buckets: dict[str, Bucket] = field(default_factory=dict)
@@ -154,15 +161,18 @@ def machine_for(runner: Runner, users: tuple[str, ...], idem_keys: tuple[str, ..
 
         # -- set-up and tear-down -------------------------------------------------
 
-        @initialize(stock=st.integers(0, 10), limit=st.integers(1, 3))
-        def create_sale(self, stock: int, limit: int) -> None:
-            result = runner.run(
-                self.scripts.sale_put(
-                    self.sale_id, {"stock": stock, "per_user_limit": limit}, now_ms=self.now
-                )
-            )
+        @initialize(
+            stock=st.integers(0, 10),
+            limit=st.integers(1, 3),
+            window=st.sampled_from([None, 1, 3]),
+        )
+        def create_sale(self, stock: int, limit: int, window: int | None) -> None:
+            fields: dict[str, Any] = {"stock": stock, "per_user_limit": limit}
+            if window is not None:
+                fields["pay_window_s"] = window
+            result = runner.run(self.scripts.sale_put(self.sale_id, fields, now_ms=self.now))
             assert result.outcome is SalePut.CREATED
-            self.sale = ModelSale(stock, stock, limit, self.now, None, limit)
+            self.sale = ModelSale(stock, stock, limit, self.now, None, limit, window)
             # no sale, no order: answered, and nothing written
             nobody = runner.run(self.scripts.admit(f"{self.sale_id}x", "u", 1, now_ms=self.now))
             assert nobody.outcome is Admit.NOT_FOUND
@@ -294,7 +304,13 @@ def machine_for(runner: Runner, users: tuple[str, ...], idem_keys: tuple[str, ..
             entry_id, fields = last[0]
             assert fields["order_id"] == order_id, "the new order is not the stream's last entry"
             # the pipeline reads it: it becomes pending in the group until acknowledged
-            runner.run(self.redis.xreadgroup(GROUP, "model", {stream: ">"}, count=100))
+            read = runner.run(self.redis.xreadgroup(GROUP, "model", {stream: ">"}, count=100))
+            # a status event read with it (issue 15) goes to the sink and is acknowledged
+            for _, entries in read or []:
+                for event_id, event in entries:
+                    if "status" in event:
+                        runner.run(self.redis.xack(stream, GROUP, event_id))
+                        runner.run(self.redis.xdel(stream, event_id))
             self.sale.left -= qty
             self.sale.orders[order_id] = ModelOrder(user, qty, "queued", entry_id)
             if idem_key is not None:
@@ -317,6 +333,8 @@ def machine_for(runner: Runner, users: tuple[str, ...], idem_keys: tuple[str, ..
             assert changed == (o.status == "queued"), f"confirm of a {o.status} order: {changed}"
             if o.status == "queued":
                 o.status = "confirmed"
+                if self.sale.window is not None:
+                    o.deadline = self.now + self.sale.window * 1000
             o.acked = True
 
         @precondition(lambda self: bool(self.sale.orders))
@@ -335,13 +353,63 @@ def machine_for(runner: Runner, users: tuple[str, ...], idem_keys: tuple[str, ..
         def cancel(self, index: int) -> None:
             order_id, o = self._pick(index)
             code, after = runner.run(self.scripts.cancel(self.sale_id, order_id))
-            if o.status in LIVE:
+            if o.status in CANCELLABLE:
                 assert code is Cancel.CANCELLED
                 o.status = "cancelled"
                 self.sale.left += o.quantity
             else:
                 assert code is Cancel.NOT_CANCELLABLE
             assert after["status"] == o.status
+
+        # -- the pay window (paid.lua, expire.lua) ---------------------------------
+
+        @precondition(
+            lambda self: any(
+                o.status == "confirmed" and o.deadline for o in self.sale.orders.values()
+            )
+        )
+        @rule(index=st.integers(0, 63), off=st.sampled_from([-1, 0, 1]), pay_first=st.booleans())
+        def at_the_deadline(self, index: int, off: int, pay_first: bool) -> None:
+            """Time moves to a confirmed order's deadline (1 ms before, at, or
+            after it: never back), then a paid and an expiry race for it."""
+            waiting = sorted(
+                i for i, o in self.sale.orders.items() if o.status == "confirmed" and o.deadline
+            )
+            order_id = waiting[index % len(waiting)]
+            deadline = self.sale.orders[order_id].deadline
+            assert deadline is not None
+            self.now = max(self.now, deadline + off)
+            index = sorted(self.sale.orders).index(order_id)
+            for step in (self.pay, self.expire) if pay_first else (self.expire, self.pay):
+                step(index)
+
+        @precondition(lambda self: bool(self.sale.orders))
+        @rule(index=st.integers(0, 63))
+        def pay(self, index: int) -> None:
+            order_id, o = self._pick(index)
+            code, after = runner.run(self.scripts.paid(self.sale_id, order_id, now_ms=self.now))
+            due = o.deadline is not None and self.now >= o.deadline
+            if o.status == "confirmed" and not due:
+                assert code is Paid.PAID
+                o.status = "paid"
+            elif o.status == "paid":
+                assert code is Paid.ALREADY_PAID
+            elif o.status in ("confirmed", "expired"):
+                assert code is Paid.EXPIRED
+            else:
+                assert code is Paid.NOT_PAYABLE
+            assert after["status"] == o.status
+
+        @precondition(lambda self: bool(self.sale.orders))
+        @rule(index=st.integers(0, 63))
+        def expire(self, index: int) -> None:
+            order_id, o = self._pick(index)
+            changed = runner.run(self.scripts.expire(self.sale_id, order_id, now_ms=self.now))
+            due = o.status == "confirmed" and o.deadline is not None and self.now >= o.deadline
+            assert changed == due, f"expire of a {o.status} order (deadline {o.deadline})"
+            if due:
+                o.status = "expired"
+                self.sale.left += o.quantity
 
         # -- the operator's sale updates (sale_put.lua) ----------------------------
 
@@ -424,11 +492,23 @@ def machine_for(runner: Runner, users: tuple[str, ...], idem_keys: tuple[str, ..
             assert recorded == dict(held), f"units hash {recorded} ≠ live orders {dict(held)}"
             assert all(n <= s.limit_high for n in held.values()), f"over the limit: {held}"
             # counters: n_<status> = orders in that status
-            for status in ("queued", "confirmed", "failed", "cancelled"):
+            for status in ("queued", "confirmed", "failed", "cancelled", "paid", "expired"):
                 assert int(sale_h.get(f"n_{status}", 0)) == by_status[status], (
                     f"n_{status} {sale_h.get(f'n_{status}')} ≠ {by_status[status]} orders"
                 )
             # 3. every queued order is in the stream; every entry is one known order
+            # (a status event for the sink, issue 15: one per order paid,
+            # expired, or cancelled after its confirmation — each its status)
+            events = Counter((f["order_id"], f["status"]) for _, f in stream if "status" in f)
+            assert all(n == 1 for n in events.values()), f"a status event twice: {events}"
+            assert all(
+                s.orders[i].status == st and (st != "cancelled" or orders[i].get("confirmed_at"))
+                for i, st in events
+            ), f"a status event that is not its order's final status: {events}"
+            # the deadline set: exactly the confirmed orders with a deadline
+            deadlines = {i for i, o in s.orders.items() if o.status == "confirmed" and o.deadline}
+            assert set(self.deadline_set) == deadlines, (self.deadline_set, deadlines)
+            stream = [(e, f) for e, f in stream if "status" not in f]
             in_stream = Counter(fields["order_id"] for _, fields in stream)
             assert all(n == 1 for n in in_stream.values()), f"an order twice: {in_stream}"
             assert set(in_stream) <= set(s.orders), "a stream entry for an unknown order"
@@ -449,10 +529,11 @@ def machine_for(runner: Runner, users: tuple[str, ...], idem_keys: tuple[str, ..
             pipe.hgetall(keys.units(sid))
             pipe.xrange(keys.stream(sid))
             pipe.xpending(keys.stream(sid), GROUP)
+            pipe.zrange(keys.pay_deadlines(sid), 0, -1)
             ids = sorted(self.sale.orders)
             for order_id in ids:
                 pipe.hgetall(keys.order(sid, order_id))
-            sale_h, units, stream, pending, *hashes = await pipe.execute()
+            sale_h, units, stream, pending, self.deadline_set, *hashes = await pipe.execute()
             assert all(hashes), "an order hash is missing"
             return (
                 sale_h,
