@@ -18,6 +18,7 @@ NAMES = (
     "counts_consistent",
     "sink_exactly_once",
     "sink_within_sold",
+    "sink_statuses_match",  # issue 15: the sink's status column = Redis's
     "crowd_matches_redis",
 )
 
