@@ -44,6 +44,16 @@ Per gateway process:
 - the **keeper** re-claims this process's held entries to itself every few
   seconds (XCLAIM … JUSTID), so an entry that waits in a slow queue never
   looks idle to other processes;
+- **status events** (issue 15: ``paid``, ``expired``, the cancel of a
+  confirmed order) share the stream with the orders: an entry with a
+  ``status`` field goes to the sink's ``set_status`` (retried like a
+  delivery; a failure leaves it pending for the reclaimer), then is
+  acknowledged;
+- the **sweeper** (``sweep``, every ``SWEEP_INTERVAL``) expires the orders of
+  a sale with a pay window past their deadline (expire.lua), each sale (each
+  bucket tag) under its own lock, and publishes ``sale_changed``; the
+  **reconciler** (``seckill.pipeline.reconcile``) checks every sale's books
+  every 30 s;
 - the **reclaimer** takes over entries idle longer than ``IDLE_TIMEOUT_MS`` —
   those of a dead process — with XAUTOCLAIM, every ``RECLAIM_INTERVAL``; per
   stream, under a redis-py ``Lock`` of that stream (``reclaim_lock``: the
@@ -543,6 +553,8 @@ class Pipeline:
             except (RedisError, OSError) as exc:
                 reraise_if_cancelling()
                 log.warning("pay-window sweeper: Redis error (%s)", one_line(exc))
+            except Exception:  # a bug must not stop the sweeper (nor the readiness)
+                log.exception("pay-window sweeper: unexpected error; next pass goes on")
 
     async def sweep(self, now: int | None = None) -> int:
         """One pass: expire the orders past their pay deadline, sale by sale

@@ -432,3 +432,5 @@ async def reconcile_forever(redis: Any, scripts: Scripts, sink: Any) -> None:
                         log.warning("reconcile %s: %s: %s", sale_id, c.name, c.detail)
         except (RedisError, OSError) as exc:
             log.warning("periodic reconciler: %s; next pass in %.0f s", exc, RECONCILE_PERIOD)
+        except Exception:  # a bug must not stop it (nor the pipeline's readiness)
+            log.exception("periodic reconciler: unexpected error; next pass goes on")
