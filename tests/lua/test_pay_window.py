@@ -146,3 +146,16 @@ async def test_paid_racing_expire_has_one_winner(redis: Redis, scripts: Scripts)
     assert sum(map(int, (await redis.hgetall(keys.units(SALE))).values())) == n_paid
     assert len(await status_events(redis)) == n
     assert await redis.zcard(keys.pay_deadlines(SALE)) == 0
+
+
+async def test_the_window_is_copied_to_every_bucket_and_removed(
+    redis: Redis, scripts: Scripts
+) -> None:
+    await scripts.sale_put("pwb", {"stock": 8, "buckets": 2, "pay_window_s": 5})
+    tags = (await redis.hget(keys.sale("pwb"), "tags")).split()
+    assert [await redis.hget(keys.sale(t), "pay_window_s") for t in tags] == ["5", "5"]
+    await scripts.sale_put("pwb", {"pay_window_s": 7})
+    assert [await redis.hget(keys.sale(t), "pay_window_s") for t in tags] == ["7", "7"]
+    result = await scripts.sale_put("pwb", {"pay_window_s": None})
+    assert "pay_window_s" not in result.sale
+    assert [await redis.hget(keys.sale(t), "pay_window_s") for t in tags] == [None, None]
