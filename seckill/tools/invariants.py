@@ -714,6 +714,18 @@ async def read_summed(redis: Redis, sale_id: str) -> dict[str, str]:
     return {**sale, **{f: str(v) for f, v in zip(fields, sums, strict=True)}}
 
 
+async def _events_delivered(redis: Redis, sale_id: str, sale: dict[str, str]) -> bool:
+    """With a pay window (issue 15): no status event left in the sale's
+    streams (the sink has heard every paid, expired and cancel)."""
+    if not sale.get("pay_window_s"):
+        return True
+    owners = sale.get("tags", "").split() or [sale_id]
+    for owner in owners:
+        if await redis.xlen(keys.stream(owner)):
+            return False
+    return True
+
+
 def drained(sale: dict[str, Any]) -> bool:
     """True when a sale hash (or admin view) shows no undelivered order — and,
     for a sale with a pay window (issue 15), none still awaiting payment
@@ -732,7 +744,7 @@ async def wait_drained(redis: Redis, sale_id: str, seconds: float, poll: float =
     deadline = loop.time() + seconds
     while True:
         sale = await read_summed(redis, sale_id)
-        if sale and drained(sale):
+        if sale and drained(sale) and await _events_delivered(redis, sale_id, sale):
             return True
         if loop.time() >= deadline:
             return False
