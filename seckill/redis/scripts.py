@@ -741,12 +741,19 @@ class Scripts:
         pending: dict[Any, Any] = await self._redis.hgetall(keys.xfer_out(owner))  # type: ignore[misc]
         now = time.time_ns() // 1_000_000
         done = 0
+        failed: list[RedisError | OSError] = []
         for xid, record in pending.items():
             dest, amount, at = _str(record).split(" ")
             if now - int(at) < min_age_ms:
                 continue
-            await self.finish(owner, dest, _str(xid), int(amount))
+            try:  # a destination on a dead primary: the others still
+                await self.finish(owner, dest, _str(xid), int(amount))
+            except (RedisError, OSError) as exc:
+                failed.append(exc)
+                continue
             done += 1
+        if failed:
+            raise failed[0]
         return done
 
     async def reconcile(self, sale_id: str, *, min_age_ms: int = 0) -> int:
@@ -756,12 +763,23 @@ class Scripts:
         tags = await self.route(sale_id)
         if tags is None:
             return 0
-        await self.propagate(sale_id)
-        done = await self.reconcile_owner(sale_id, min_age_ms=min_age_ms)
-        for tag in tags:
-            done += await self.reconcile_owner(tag, min_age_ms=min_age_ms)
+        # an owner on a dead primary does not hold up the others: each step
+        # goes on past a failing one, and the first failure is raised at the end
+        failed: list[RedisError | OSError] = []
+        try:
+            await self.propagate(sale_id)
+        except (RedisError, OSError) as exc:
+            failed.append(exc)
+        done = 0
+        for owner in (sale_id, *tags):
+            try:
+                done += await self.reconcile_owner(owner, min_age_ms=min_age_ms)
+            except (RedisError, OSError) as exc:
+                failed.append(exc)
         if done:
             log.warning("sale %s: %d interrupted stock transfer(s) finished", sale_id, done)
+        if failed:
+            raise failed[0]
         return done
 
     async def propagate(self, sale_id: str) -> None:
@@ -773,8 +791,14 @@ class Scripts:
             return
         fields = ["cfg_v", "starts_at", "ends_at", "per_user_limit"]
         cfg = [_str(x) for x in await self._redis.hmget(keys.sale(sale_id), fields)]  # type: ignore[misc]
-        for k, tag in enumerate(tags):
-            await self._eval(self._bucket_put, [keys.sale(tag)], [sale_id, k, *cfg])
+        failed: list[RedisError | OSError] = []
+        for k, tag in enumerate(tags):  # a bucket on a dead primary: the others still
+            try:
+                await self._eval(self._bucket_put, [keys.sale(tag)], [sale_id, k, *cfg])
+            except (RedisError, OSError) as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     async def choose_tags(self, sale_id: str, buckets: int) -> list[str]:
         """Bucket tags for a new sale: on a cluster, each on a slot of its own
@@ -1067,10 +1091,16 @@ async def reconcile_forever(redis: Any, scripts: Scripts) -> None:
         await asyncio.sleep(RECONCILE_INTERVAL)
         try:
             members: set[str] = await redis.smembers(keys.SALES_INDEX)
-            for sale_id in sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)}):
-                await scripts.reconcile(sale_id, min_age_ms=RECONCILE_MIN_AGE_MS)
         except (RedisError, OSError) as exc:
             log.warning("reconciler: %s; next pass in %.0f s", exc, RECONCILE_INTERVAL)
+            continue
+        for sale_id in sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)}):
+            try:  # one sale (or one of its primaries) down does not hold up the others
+                await scripts.reconcile(sale_id, min_age_ms=RECONCILE_MIN_AGE_MS)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "reconciler: sale %s: %s; next pass in %.0f s", sale_id, exc, RECONCILE_INTERVAL
+                )
 
 
 #: the order counters of a sale (and of each of its buckets)
