@@ -533,7 +533,7 @@ class Scripts:
             def first(done: asyncio.Future[Any]) -> None:
                 exc = None if done.cancelled() else done.exception()
                 if isinstance(exc, ResponseError) and str(exc).startswith("NOSCRIPT"):
-                    again = asyncio.ensure_future(self._run(self._admit, key_list, args))
+                    again = asyncio.ensure_future(self._reload_and_run(key_list, args))
                     again.add_done_callback(batch.answer)
                 else:
                     batch.answer(done)
@@ -550,6 +550,14 @@ class Scripts:
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
+        return await self._reload_and_run(key_list, args)
+
+    async def _reload_and_run(self, key_list: list[str], args: list[Any]) -> Any:
+        """admit.lua was answered NOSCRIPT (not run): load it, send it again (:meth:`_run`)."""
+        try:
+            await self._load(self._admit, key_list[0])
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise NotSent(f"cannot load a script: {exc}") from exc
         return await self._run(self._admit, key_list, args)
 
     def _sale_keys(self, sale_id: str) -> tuple[str, str, str, str]:
