@@ -128,109 +128,120 @@ local function refill(key, rate, burst)
   return tokens
 end
 
--- One buy, decided on the state the buys before it left.
-local function admit(user, qty, order_id, has_idem, deadline,
-                     idem_key, order_key, ubucket_key, legacy_key)
-  -- A replayed Idempotency-Key answers with its order, whatever else changed,
-  -- but only to the order's own user: a key naming another user's order (only
-  -- the ambiguous layout before issue 12 could) is no replay, and the buy goes
-  -- on as a fresh one (and, admitted, takes the key over).
-  if has_idem then
-    local function replay(key)
-      local existing = redis.call('GET', key)
-      if not existing then
-        return nil
-      end
-      -- Same sale, same hash slot: the order key differs from this buy's only in its id.
-      local prefix = string.sub(order_key, 1, #order_key - #order_id)
-      local o = redis.call('HMGET', prefix .. existing, 'user_id', 'quantity', 'status', 'created_at')
-      if o[1] ~= user then
-        return nil
-      end
-      return {9, existing, tonumber(o[2]) or 0, o[3] or 'queued', tonumber(o[4]) or 0}
-    end
-    local found = replay(idem_key) or replay(legacy_key)
-    if found then
-      return found
-    end
-  end
-
-  -- The gateway stopped waiting for this buy at the deadline, and may have
-  -- told the customer "unavailable" after checking (by Redis's clock) that the
-  -- deadline had passed and the order did not exist: a late run must not admit.
-  if deadline and now > deadline then
-    return {10, now}
-  end
-
-  if now < starts_at then
-    return {5, starts_at}
-  end
-  if ends_at and now >= ends_at then
-    return {6}
-  end
-  if qty > per_user_limit then
-    return {7, per_user_limit}
-  end
-
-  -- Take one token from each bucket, only when both have one.
-  local tokens, utokens
-  local wait_ms = 0
-  if rate then
-    tokens = refill(bucket_key, rate, burst)
-    if tokens < 1 then
-      wait_ms = math.min(MAX_MS, math.ceil((1 - tokens) * 1000 / rate))
-    end
-  end
-  if urate then
-    utokens = refill(ubucket_key, urate, uburst)
-    if utokens < 1 then
-      wait_ms = math.max(wait_ms, math.min(MAX_MS, math.ceil((1 - utokens) * 1000 / urate)))
-    end
-  end
-  if wait_ms > 0 then
-    return {3, wait_ms}
-  end
-  if rate then
-    redis.call('HSET', bucket_key, 'tokens', tostring(tokens - 1), 'ts', now)
-    redis.call('PEXPIRE', bucket_key, math.min(MAX_TTL_MS, math.ceil(burst * 1000 / rate)) + 1000)
-  end
-  if urate then
-    redis.call('HSET', ubucket_key, 'tokens', tostring(utokens - 1), 'ts', now)
-    redis.call('PEXPIRE', ubucket_key, math.min(MAX_TTL_MS, math.ceil(uburst * 1000 / urate)) + 1000)
-  end
-
-  local held = tonumber(redis.call('HGET', units_key, user)) or 0
-  if held + qty > per_user_limit then
-    return {2, held}
-  end
-  if stock_left < qty then
-    return {1, stock_left}
-  end
-  if max_backlog > 0 and n_queued >= max_backlog then
-    return {8, n_queued}
-  end
-
-  -- Atomic script: nothing changed the hash since the HMGET above but the
-  -- buys before this one, whose changes are in stock_left and n_queued.
-  stock_left = stock_left - qty
-  n_queued = n_queued + 1
-  admitted = true
-  redis.call('HINCRBY', units_key, user, qty)
-  redis.call('HSET', order_key,
-    'order_id', order_id, 'sale_id', sale_id, 'user_id', user,
-    'quantity', qty, 'status', 'queued', 'created_at', now)
-  if has_idem then
-    redis.call('SET', idem_key, order_id, 'EX', idem_ttl)
-  end
-  redis.call('XADD', stream_key, '*',
-    'order_id', order_id, 'user_id', user, 'quantity', qty, 'created_at', now)
-  return {0, order_id, stock_left, now}
-end
-
+-- Each buy in turn, decided on the state the buys before it left. A
+-- decision stores the buy's answer and breaks out of the repeat: on to the
+-- next buy. (Inline, not a function per buy: a closure with this many
+-- upvalues made a single buy cost Valkey ~4 µs more.)
 for i = 1, n do
   local j, a = 4 + 4 * (i - 1), 8 + 5 * (i - 1)
-  results[i] = admit(ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4] ~= "",
-    tonumber(ARGV[a + 5]), KEYS[j + 1], KEYS[j + 2], KEYS[j + 3], KEYS[j + 4])
+  local user, qty, order_id = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local has_idem, deadline = ARGV[a + 4] ~= "", tonumber(ARGV[a + 5])
+  local idem_key, order_key, ubucket_key, legacy_key = KEYS[j + 1], KEYS[j + 2], KEYS[j + 3], KEYS[j + 4]
+  repeat
+    -- A replayed Idempotency-Key answers with its order, whatever else changed,
+    -- but only to the order's own user: a key naming another user's order (only
+    -- the ambiguous layout before issue 12 could) is no replay, and the buy goes
+    -- on as a fresh one (and, admitted, takes the key over).
+    if has_idem then
+      local function replay(key)
+        local existing = redis.call('GET', key)
+        if not existing then
+          return nil
+        end
+        -- Same sale, same hash slot: the order key differs from this buy's only in its id.
+        local prefix = string.sub(order_key, 1, #order_key - #order_id)
+        local o = redis.call('HMGET', prefix .. existing, 'user_id', 'quantity', 'status', 'created_at')
+        if o[1] ~= user then
+          return nil
+        end
+        return {9, existing, tonumber(o[2]) or 0, o[3] or 'queued', tonumber(o[4]) or 0}
+      end
+      local found = replay(idem_key) or replay(legacy_key)
+      if found then
+        results[i] = found
+        break
+      end
+    end
+
+    -- The gateway stopped waiting for this buy at the deadline, and may have
+    -- told the customer "unavailable" after checking (by Redis's clock) that the
+    -- deadline had passed and the order did not exist: a late run must not admit.
+    if deadline and now > deadline then
+      results[i] = {10, now}
+      break
+    end
+
+    if now < starts_at then
+      results[i] = {5, starts_at}
+      break
+    end
+    if ends_at and now >= ends_at then
+      results[i] = {6}
+      break
+    end
+    if qty > per_user_limit then
+      results[i] = {7, per_user_limit}
+      break
+    end
+
+    -- Take one token from each bucket, only when both have one.
+    local tokens, utokens
+    local wait_ms = 0
+    if rate then
+      tokens = refill(bucket_key, rate, burst)
+      if tokens < 1 then
+        wait_ms = math.min(MAX_MS, math.ceil((1 - tokens) * 1000 / rate))
+      end
+    end
+    if urate then
+      utokens = refill(ubucket_key, urate, uburst)
+      if utokens < 1 then
+        wait_ms = math.max(wait_ms, math.min(MAX_MS, math.ceil((1 - utokens) * 1000 / urate)))
+      end
+    end
+    if wait_ms > 0 then
+      results[i] = {3, wait_ms}
+      break
+    end
+    if rate then
+      redis.call('HSET', bucket_key, 'tokens', tostring(tokens - 1), 'ts', now)
+      redis.call('PEXPIRE', bucket_key, math.min(MAX_TTL_MS, math.ceil(burst * 1000 / rate)) + 1000)
+    end
+    if urate then
+      redis.call('HSET', ubucket_key, 'tokens', tostring(utokens - 1), 'ts', now)
+      redis.call('PEXPIRE', ubucket_key, math.min(MAX_TTL_MS, math.ceil(uburst * 1000 / urate)) + 1000)
+    end
+
+    local held = tonumber(redis.call('HGET', units_key, user)) or 0
+    if held + qty > per_user_limit then
+      results[i] = {2, held}
+      break
+    end
+    if stock_left < qty then
+      results[i] = {1, stock_left}
+      break
+    end
+    if max_backlog > 0 and n_queued >= max_backlog then
+      results[i] = {8, n_queued}
+      break
+    end
+
+    -- Atomic script: nothing changed the hash since the HMGET above but the
+    -- buys before this one, whose changes are in stock_left and n_queued.
+    stock_left = stock_left - qty
+    n_queued = n_queued + 1
+    admitted = true
+    redis.call('HINCRBY', units_key, user, qty)
+    redis.call('HSET', order_key,
+      'order_id', order_id, 'sale_id', sale_id, 'user_id', user,
+      'quantity', qty, 'status', 'queued', 'created_at', now)
+    if has_idem then
+      redis.call('SET', idem_key, order_id, 'EX', idem_ttl)
+    end
+    redis.call('XADD', stream_key, '*',
+      'order_id', order_id, 'user_id', user, 'quantity', qty, 'created_at', now)
+    results[i] = {0, order_id, stock_left, now}
+  until true
 end
 if admitted then
   redis.call('HSET', sale_key, 'stock_left', stock_left, 'n_queued', n_queued)

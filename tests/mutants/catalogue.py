@@ -82,7 +82,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "admit-per-user-check-deleted",
         "per-user",
-        "  if held + qty > per_user_limit then\n    return {2, held}\n  end\n",
+        "    if held + qty > per_user_limit then\n      results[i] = {2, held}\n      break\n"
+        "    end\n",
         "",
         LUA_TESTS,
     ),
@@ -103,8 +104,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "admit-quantity-over-limit-accepted",
         "per-user",
-        "if qty > per_user_limit then\n    return {7,",
-        "if qty > per_user_limit + 1 then\n    return {7,",
+        "if qty > per_user_limit then\n      results[i] = {7,",
+        "if qty > per_user_limit + 1 then\n      results[i] = {7,",
         LUA_TESTS,
     ),
     Mutant(
