@@ -526,7 +526,13 @@ class Scripts:
         unknown, settled buy by buy — never sent again)."""
         key_list = [*batch.fixed, *batch.keys]
         args = [*batch.shared, *batch.args]
-        sent = self._pipe.execute("EVALSHA", self._admit.sha, len(key_list), *key_list, *args)
+        try:
+            sent = self._pipe.execute("EVALSHA", self._admit.sha, len(key_list), *key_list, *args)
+        except Exception as exc:  # not sent (a callback: nobody else would tell the buys)
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(NotSent(f"admission batch not sent: {exc}"))
+            batch.answer(failed)
+            return
         if asyncio.isfuture(sent):
             self._pipe.flush()
 
