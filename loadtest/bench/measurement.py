@@ -17,14 +17,18 @@ LINE_RE = re.compile(
     r"^bench (bare|admit|sold_out|rate_limited|mixed_spike)-[12]p-c(64|256) "
     r"rps=\d+ p50_ms=[\d.]+ p99_ms=[\d.]+ ratio_to_bare=[\d.]+"
     r"( admits_per_s=\d+ gateway_us_per_admit=[\d.]+ valkey_us_per_admit=[\d.]+"
-    r" delivery_us_per_order=[\d.]+/[\d.]+ server_us_per_order=[\d.]+)?$"
+    r" delivery_us_per_order=[\d.]+/[\d.]+ server_us_per_order=[\d.]+"
+    r"| sold=\d+ gateway_us_per_order=[\d.]+ valkey_us_per_order=[\d.]+"
+    r" server_us_per_order=[\d.]+)?$"
 )
 #: the fields an ``admit`` line adds (additive: the five above come first),
 #: from :func:`loadtest.bench.scenarios.cpu_per_order`: admissions/s, the
 #: gateway's and Valkey's CPU µs per admission (the delivery done meanwhile
 #: taken out), the CPU µs per delivered order (gateway/Valkey) measured while
 #: the backlog drains after the run, and their sum: the server's CPU per
-#: admitted order, delivery included.
+#: admitted order, delivery included. A ``mixed_spike`` line adds the units
+#: sold and the server's CPU per unit sold from the start of the run until its
+#: backlog was delivered (:func:`loadtest.bench.scenarios.spike_cpu_per_order`).
 #: the shard scenario's line (opt-in, :mod:`loadtest.bench.shards`): the same
 #: fields, then admissions/s, each primary's CPU µs per admission and the
 #: busiest primary's share of their CPU.
@@ -69,7 +73,16 @@ class Measurement:
         )
 
     def _admit_fields(self) -> str:
-        """The admit scenario's CPU per order after the usual fields ('' for the others)."""
+        """The admit and mixed_spike scenarios' CPU per order after the usual
+        fields ('' for the others)."""
+        spike = self.extra.get("spike_cpu_per_order")
+        if spike:
+            return (
+                f" sold={spike['sold']}"
+                f" gateway_us_per_order={spike['gateway_us_per_order']:.1f}"
+                f" valkey_us_per_order={spike['valkey_us_per_order']:.1f}"
+                f" server_us_per_order={spike['server_us_per_order']:.1f}"
+            )
         cost = self.extra.get("cpu_per_order")
         if not cost:
             return ""

@@ -48,6 +48,23 @@ def _cpu_by_role(rows: list[dict[str, Any]]) -> dict[str, float]:
     return spent
 
 
+def spike_cpu_per_order(m: Measurement, drained: list[dict[str, Any]]) -> dict[str, float]:
+    """mixed_spike: the server's CPU from the start of the run until the
+    backlog was drained, by role, per unit sold — every admission, its
+    delivery, and the sale's share of the crowd's refusals."""
+    sold = max(1, int(m.extra.get("server_admitted") or 0))
+    start, end = _cpu_by_role(m.rss_start), _cpu_by_role(drained)
+    spent = {role: end[role] - start.get(role, 0.0) for role in end}
+    gw = sum(spent.get(r, 0.0) for r in GATEWAY_ROLES) * 1e6 / sold
+    valkey = spent.get("redis", 0.0) * 1e6 / sold
+    return {
+        "sold": sold,
+        "gateway_us_per_order": round(gw, 2),
+        "valkey_us_per_order": round(valkey, 2),
+        "server_us_per_order": round(gw + valkey, 2),
+    }
+
+
 def cpu_per_order(m: Measurement, delivery: dict[str, Any]) -> dict[str, float]:
     """The server's CPU per admitted order, by role, delivery included.
 
@@ -257,6 +274,8 @@ class GatewayScenarios:
             None if drained is None else round(time.monotonic() - started, 3)
         )
         m.extra["orders"] = self.admin.sale(sale).get("orders")
+        if drained is not None:
+            m.extra["spike_cpu_per_order"] = spike_cpu_per_order(m, self.server.sampler.snapshot())
 
     def _watch_sale(self, sale: str) -> Iterator[dict[str, Any]]:
         """While wrk runs: when did the stock reach 0 (seconds since wrk started)?"""

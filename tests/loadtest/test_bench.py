@@ -129,6 +129,39 @@ def test_an_admit_line_adds_the_cpu_per_order() -> None:
     assert LINE_RE.match(line)
 
 
+def test_a_spike_line_adds_the_cpu_per_unit_sold_until_drained() -> None:
+    from loadtest.bench.scenarios import spike_cpu_per_order
+
+    result = parse_wrk_output(FAKE_WRK)
+    start = [
+        {"pid": 1, "role": "supervisor", "cpu_s": 1.0},
+        {"pid": 2, "role": "worker", "cpu_s": 10.0},
+        {"pid": 3, "role": "redis", "cpu_s": 5.0},
+    ]
+    drained = [
+        {"pid": 1, "role": "supervisor", "cpu_s": 1.1},
+        {"pid": 2, "role": "worker", "cpu_s": 11.9},
+        {"pid": 3, "role": "redis", "cpu_s": 6.0},
+    ]
+    m = Measurement("mixed_spike", 2, 64, result, 0.5, start, [], {"total": 0}, {}, 0.0)
+    m.extra["server_admitted"] = 10_000
+    cost = spike_cpu_per_order(m, drained)
+    assert cost == {
+        "sold": 10_000,
+        "gateway_us_per_order": 200.0,
+        "valkey_us_per_order": 100.0,
+        "server_us_per_order": 300.0,
+    }
+    m.extra["spike_cpu_per_order"] = cost
+    m.ratio_to_bare = 0.8
+    assert m.line() == (
+        "bench mixed_spike-2p-c64 rps=34113 p50_ms=1.60 p99_ms=6.61 ratio_to_bare=0.80"
+        " sold=10000 gateway_us_per_order=200.0 valkey_us_per_order=100.0"
+        " server_us_per_order=300.0"
+    )
+    assert LINE_RE.match(m.line())
+
+
 def test_proc_readings_of_this_process_and_of_a_gone_one() -> None:
     me = memory_kb(os.getpid())
     assert me["VmHWM"] >= me["VmRSS"] > 0
