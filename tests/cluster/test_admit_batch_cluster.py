@@ -13,7 +13,7 @@ from seckill.redis import keys
 from seckill.redis.client import RedisClients
 from seckill.redis.scripts import Admit, Scripts
 from seckill.tools.invariants import read_summed
-from tests.helpers.cluster import LocalCluster
+from tests.helpers.cluster import LocalCluster, slot_of
 
 pytestmark = pytest.mark.cluster
 
@@ -75,3 +75,28 @@ async def test_a_sale_without_buckets_is_one_call_per_turn(
     spent = [a - b for a, b in zip(evalsha_calls(local_cluster), before, strict=True)]
     assert spent == [0, 1, 0]
     assert await cluster_clients.redis.hget(keys.sale(sale), "stock_left") == "0"
+
+
+async def test_a_batch_answered_moved_is_sent_whole_to_the_new_primary(
+    cluster_clients: RedisClients, local_cluster: LocalCluster
+) -> None:
+    """The sale's slot moved after this process read the slot map: the batch
+    is answered MOVED (not run) and sent again, whole, where the slot is now;
+    every buy admitted once."""
+    scripts = Scripts(cluster_clients, admit_batch=64)
+    sale = local_cluster.sale_on(0, prefix="mv")
+    await scripts.sale_put(sale, {"stock": 100, "per_user_limit": 1})
+    await scripts.admit(sale, "warm", 1)  # the slot map read, admit.lua loaded on node 0
+    await cluster_clients.pipe.execute_at(
+        local_cluster.nodes[1].address, "SCRIPT", "LOAD", "return 1"
+    )
+    try:
+        local_cluster.migrate_slot(slot_of(keys.sale(sale)), 1, batch=50)
+        moved = cluster_clients.pipe.redirected["MOVED"]
+        results = await asyncio.gather(*(scripts.admit(sale, f"u{i}", 1) for i in range(40)))
+        assert Counter(r.outcome for r in results) == {Admit.OK: 40}
+        assert cluster_clients.pipe.redirected["MOVED"] == moved + 1  # one batch, one MOVED
+        summed = await read_summed(cluster_clients.redis, sale)
+        assert (summed["stock_left"], summed["n_queued"]) == ("59", "41")
+    finally:
+        local_cluster.ensure_running()  # the slot back to node 0
