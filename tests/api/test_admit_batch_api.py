@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from seckill.redis import keys
 from tests.helpers.api import admin_sale, create_sale, crowd
 
 
@@ -53,3 +54,25 @@ async def test_idempotency_key_replays_over_http_in_one_batch(
     assert all(len(ids) == 1 for ids in orders.values())  # one order per user
     sale = await admin_sale(client, "s1")
     assert sale["stock_left"] == 45
+
+
+async def test_repeat_buyers_over_http_never_pass_the_limit(
+    client: TestClient,  # type: ignore[type-arg]
+    redis: Redis,
+) -> None:
+    """100 users buying 3 times each, all at once, limit 2, stock 150: the
+    stock sells exactly and nobody holds more than 2."""
+    await create_sale(client, "s1", stock=150, per_user_limit=2)
+
+    async def buy(user: str) -> tuple[int, str]:
+        resp = await client.post("/api/v1/sales/s1/orders", headers={"X-User-Id": user})
+        return resp.status, user
+
+    answers = await asyncio.gather(*(buy(f"u{i % 100}") for i in range(300)))
+    assert {status for status, _ in answers} <= {202, 409}
+    held = Counter(user for status, user in answers if status == 202)
+    assert sum(held.values()) == 150
+    assert max(held.values()) <= 2
+    units = await redis.hgetall(keys.units("s1"))
+    assert {u: int(n) for u, n in units.items()} == dict(held)
+    assert (await admin_sale(client, "s1"))["stock_left"] == 0
