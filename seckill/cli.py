@@ -211,6 +211,14 @@ def cli() -> None:
     help="all: admit and deliver orders; gateway: admit only; worker: deliver only "
     "(serves /healthz, /readyz and /metrics).",
 )
+@option(
+    "admit-batch",
+    type=int,
+    default=DEFAULTS.admit_batch,
+    show_default=True,
+    help="Buys of one sale sent to Redis as one admit.lua call at most (the buys of one "
+    "event-loop turn); 1 = one call per buy.",
+)
 @click.option(
     "--check-config",
     is_flag=True,
