@@ -212,6 +212,14 @@ def cli() -> None:
     help="all: admit and deliver orders; gateway: admit only; worker: deliver only "
     "(serves /healthz, /readyz and /metrics).",
 )
+@option(
+    "admit-batch",
+    type=int,
+    default=DEFAULTS.admit_batch,
+    show_default=True,
+    help="Buys of one sale sent to Redis as one admit.lua call at most (the buys of one "
+    "event-loop turn); 1 = one call per buy.",
+)
 @click.option(
     "--check-config",
     is_flag=True,
@@ -307,10 +315,21 @@ def serve(check_config: bool, **flags: Any) -> None:
     show_default=True,
     help="Buckets (shards) of the sale's stock.",
 )
+@option(
+    "redis-url",
+    default=None,
+    help="Sell on this Redis or Redis Cluster (redis+cluster://…) instead of an embedded "
+    "server; the sale gets a fresh id, nothing else is touched.",
+)
 def demo(**flags: Any) -> None:
     """A finite flash sale against a local gateway; exit 1 if an invariant broke."""
     from seckill.tools.demo import DemoOptions, run_demo
 
+    if flags["redis_url"] is not None:  # the gateway's own check, before it starts
+        try:
+            Settings(redis_url=flags["redis_url"]).validated()
+        except ConfigError as exc:
+            fail(str(exc))
     sys.exit(run_demo(DemoOptions(**flags), lambda line: click.echo(line)))
 
 

@@ -83,6 +83,9 @@ class Settings:
     log_format: str = "text"
     #: "all" (admit and deliver), "gateway" (admit only), "worker" (deliver only).
     role: str = "all"
+    #: buys of one sale (one slot) sent to Redis as one admit.lua call at most,
+    #: gathered per event-loop turn; 1 = one call per buy.
+    admit_batch: int = 64
 
     @property
     def admits(self) -> bool:
@@ -192,6 +195,10 @@ class Settings:
                     "--redis-url must start with redis://, rediss://, unix://, "
                     f"redis+cluster:// or rediss+cluster://, got {self.redis_url!r}"
                 )
+        if not 1 <= self.admit_batch <= 256:
+            raise ConfigError(
+                f"--admit-batch must be 1..256 (1 = no batching), got {self.admit_batch}"
+            )
         if self.role not in ROLES:
             raise ConfigError(f"--role must be all, gateway or worker, got {self.role!r}")
         if self.redis_fsync not in ("always", "everysec"):

@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--warmup", type=_positive_int, default=None, help="default 2 (quick: 1)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument(
+        "--admit-batch",
+        type=_positive_int,
+        default=None,
+        help="the gateways' --admit-batch (1 = one admit.lua call per buy; default: theirs)",
+    )
     args = parser.parse_args(argv)
     duration = args.duration
     if duration is None:
@@ -110,6 +116,7 @@ def parse_args(argv: list[str] | None) -> Options:
         quick=quick,
         drain_timeout=10.0 if quick else 60.0,
         shards=shards,
+        admit_batch=args.admit_batch,
     )
 
 

@@ -15,8 +15,20 @@ from loadtest.bench.wrk import WrkResult
 
 LINE_RE = re.compile(
     r"^bench (bare|admit|sold_out|rate_limited|mixed_spike)-[12]p-c(64|256) "
-    r"rps=\d+ p50_ms=[\d.]+ p99_ms=[\d.]+ ratio_to_bare=[\d.]+$"
+    r"rps=\d+ p50_ms=[\d.]+ p99_ms=[\d.]+ ratio_to_bare=[\d.]+"
+    r"( admits_per_s=\d+ gateway_us_per_admit=[\d.]+ valkey_us_per_admit=[\d.]+"
+    r" delivery_us_per_order=[\d.]+/[\d.]+ server_us_per_order=[\d.]+"
+    r"| sold=\d+ gateway_us_per_order=[\d.]+ valkey_us_per_order=[\d.]+"
+    r" server_us_per_order=[\d.]+)?$"
 )
+#: the fields an ``admit`` line adds (additive: the five above come first),
+#: from :func:`loadtest.bench.scenarios.cpu_per_order`: admissions/s, the
+#: gateway's and Valkey's CPU µs per admission (the delivery done meanwhile
+#: taken out), the CPU µs per delivered order (gateway/Valkey) measured while
+#: the backlog drains after the run, and their sum: the server's CPU per
+#: admitted order, delivery included. A ``mixed_spike`` line adds the units
+#: sold and the server's CPU per unit sold from the start of the run until its
+#: backlog was delivered (:func:`loadtest.bench.scenarios.spike_cpu_per_order`).
 #: the shard scenario's line (opt-in, :mod:`loadtest.bench.shards`): the same
 #: fields, then admissions/s, each primary's CPU µs per admission and the
 #: busiest primary's share of their CPU.
@@ -52,9 +64,36 @@ class Measurement:
 
     def line(self) -> str:
         return (
-            f"bench {self.key} rps={round(self.wrk.rps)} p50_ms={self.wrk.ms('p50'):.2f} "
-            f"p99_ms={self.wrk.ms('p99'):.2f} ratio_to_bare={self.ratio_to_bare:.2f}"
-        ) + self._shard_fields()
+            (
+                f"bench {self.key} rps={round(self.wrk.rps)} p50_ms={self.wrk.ms('p50'):.2f} "
+                f"p99_ms={self.wrk.ms('p99'):.2f} ratio_to_bare={self.ratio_to_bare:.2f}"
+            )
+            + self._shard_fields()
+            + self._admit_fields()
+        )
+
+    def _admit_fields(self) -> str:
+        """The admit and mixed_spike scenarios' CPU per order after the usual
+        fields ('' for the others)."""
+        spike = self.extra.get("spike_cpu_per_order")
+        if spike:
+            return (
+                f" sold={spike['sold']}"
+                f" gateway_us_per_order={spike['gateway_us_per_order']:.1f}"
+                f" valkey_us_per_order={spike['valkey_us_per_order']:.1f}"
+                f" server_us_per_order={spike['server_us_per_order']:.1f}"
+            )
+        cost = self.extra.get("cpu_per_order")
+        if not cost:
+            return ""
+        return (
+            f" admits_per_s={round(cost['admits_per_s'])}"
+            f" gateway_us_per_admit={cost['gateway_us_per_admit']:.1f}"
+            f" valkey_us_per_admit={cost['valkey_us_per_admit']:.1f}"
+            f" delivery_us_per_order={cost['delivery_gateway_us']:.1f}"
+            f"/{cost['delivery_valkey_us']:.1f}"
+            f" server_us_per_order={cost['server_us_per_order']:.1f}"
+        )
 
     def _shard_fields(self) -> str:
         """The shard scenario's figures after the usual ones ('' for the others)."""

@@ -41,6 +41,11 @@ class Options:
     drain_timeout: float
     #: primaries per cluster for the opt-in shard scenario (empty: not run)
     shards: tuple[int, ...] = ()
+    #: ``--admit-batch`` of every gateway started (None: the gateway's default)
+    admit_batch: int | None = None
+
+    def gateway_flags(self) -> tuple[str, ...]:
+        return () if self.admit_batch is None else ("--admit-batch", str(self.admit_batch))
 
 
 class Bench:
@@ -184,7 +189,7 @@ class Bench:
         scenario): it admits and delivers nothing, with its own data dir."""
         data_dir = self.tmp / name
         data_dir.mkdir()
-        flags = ("--redis-url", redis_url, "--role", "gateway")
+        flags = ("--redis-url", redis_url, "--role", "gateway", *self.opts.gateway_flags())
         return self._start(start_gateway(name, p, data_dir, self.tmp / f"{name}.log", *flags))
 
     def stop_server(self, server: Server[Any]) -> None:
@@ -194,7 +199,9 @@ class Bench:
         """A fresh ``seckill serve`` (new data dir, embedded Valkey) for *plan*."""
         data_dir = self.tmp / name
         data_dir.mkdir()
-        server = self._start(start_gateway(name, p, data_dir, self.tmp / f"{name}.log"))
+        server = self._start(
+            start_gateway(name, p, data_dir, self.tmp / f"{name}.log", *self.opts.gateway_flags())
+        )
         scenarios = GatewayScenarios(self, server)
         for scenario, c in plan:
             getattr(scenarios, scenario)(c)

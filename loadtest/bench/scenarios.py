@@ -34,6 +34,76 @@ UNLIMITED = {"rate": None, "burst": 1, "per_user_rate": None, "per_user_burst": 
 LIMITS_PROPAGATION = 1.2
 #: /metrics is current within 1 s (docs/API.md §4).
 METRICS_LAG = 1.1
+#: seconds after an admit run during which the delivery's CPU per order is read
+DELIVERY_WINDOW = 3.0
+#: the roles of a gateway's processes that count as the gateway (not Valkey)
+GATEWAY_ROLES = ("worker", "supervisor")
+
+
+def _cpu_by_role(rows: list[dict[str, Any]]) -> dict[str, float]:
+    spent: dict[str, float] = {}
+    for row in rows:
+        if row["cpu_s"] is not None:
+            spent[row["role"]] = spent.get(row["role"], 0.0) + row["cpu_s"]
+    return spent
+
+
+def spike_cpu_per_order(m: Measurement, drained: list[dict[str, Any]]) -> dict[str, float]:
+    """mixed_spike: the server's CPU from the start of the run until the
+    backlog was drained, by role, per unit sold — every admission, its
+    delivery, and the sale's share of the crowd's refusals."""
+    sold = max(1, int(m.extra.get("server_admitted") or 0))
+    start, end = _cpu_by_role(m.rss_start), _cpu_by_role(drained)
+    spent = {role: end[role] - start.get(role, 0.0) for role in end}
+    gw = sum(spent.get(r, 0.0) for r in GATEWAY_ROLES) * 1e6 / sold
+    valkey = spent.get("redis", 0.0) * 1e6 / sold
+    return {
+        "sold": sold,
+        "gateway_us_per_order": round(gw, 2),
+        "valkey_us_per_order": round(valkey, 2),
+        "server_us_per_order": round(gw + valkey, 2),
+    }
+
+
+def cpu_per_order(m: Measurement, delivery: dict[str, Any]) -> dict[str, float]:
+    """The server's CPU per admitted order, by role, delivery included.
+
+    During the run the gateway processes admit and deliver at once, so the
+    delivery's share is taken out of the run's CPU with the cost per
+    delivered order measured after it (:meth:`GatewayScenarios._delivery_cost`):
+    admission = (CPU in the run − delivered in the run × delivery cost) /
+    admitted, per role; then the order's total = admission + delivery, gateway
+    and Valkey. With nothing delivered in the window the delivery counts 0."""
+    admitted = max(1, int(m.extra.get("server_admitted") or m.wrk.ok))
+    run = m.cpu_seconds()
+    delivered = int(delivery.get("delivered", 0))
+    spent = delivery.get("cpu_s", {})
+
+    def per_delivered(roles: tuple[str, ...]) -> float:
+        if delivered <= 0:
+            return 0.0
+        return float(sum(spent.get(r, 0.0) for r in roles)) / delivered
+
+    in_run = int(m.extra.get("delivered_in_run", 0))
+    gw_delivery, valkey_delivery = per_delivered(GATEWAY_ROLES), per_delivered(("redis",))
+    gw = max(0.0, sum(run.get(r, 0.0) for r in GATEWAY_ROLES) - in_run * gw_delivery)
+    valkey = max(0.0, run.get("redis", 0.0) - in_run * valkey_delivery)
+    us = 1e6
+    figures = {
+        "admits_per_s": admitted / m.wrk.duration_s if m.wrk.duration_s else 0.0,
+        "gateway_us_per_admit": gw * us / admitted,
+        "valkey_us_per_admit": valkey * us / admitted,
+        "delivery_gateway_us": gw_delivery * us,
+        "delivery_valkey_us": valkey_delivery * us,
+        "delivered_in_run": in_run,
+    }
+    figures["server_us_per_order"] = (
+        figures["gateway_us_per_admit"]
+        + figures["valkey_us_per_admit"]
+        + figures["delivery_gateway_us"]
+        + figures["delivery_valkey_us"]
+    )
+    return {k: round(v, 2) for k, v in figures.items()}
 
 
 def bare(bench: Bench, server: Server[ChildProcess], c: int) -> None:
@@ -119,13 +189,43 @@ class GatewayScenarios:
     def admit(self, c: int) -> None:
         sale = f"admit-c{c}"
         self.admin.put_sale(sale, 10**9)
-        m = self._checked("admit", c, sale, {"202"})
+        m = self._checked("admit", c, sale, {"202"}, during=lambda: self._count_delivered(sale))
         # Nothing but 202 is expected: every other answer is an error.
         m.errors["non2xx"] = m.wrk.non2xx
         m.errors["total"] += m.wrk.non2xx - (m.errors["status_5xx"] or 0)
+        delivery = self._delivery_cost(sale)
         view = self.admin.sale(sale)
         m.extra["backlog_at_end"] = view.get("backlog")
         m.extra["orders_at_end"] = view.get("orders")
+        m.extra["delivery_window"] = delivery
+        m.extra["cpu_per_order"] = cpu_per_order(m, delivery)
+
+    def _delivered(self, sale: str) -> int:
+        """Orders of *sale* no longer waiting for delivery (sold minus the backlog)."""
+        view = self.admin.sale(sale)
+        return int(view["stock_total"]) - int(view["stock_left"]) - int(view.get("backlog", 0))
+
+    def _count_delivered(self, sale: str) -> Iterator[dict[str, Any]]:
+        """While wrk runs: the orders delivered meanwhile."""
+        start = self._delivered(sale)
+        yield {}
+        yield {"delivered_in_run": self._delivered(sale) - start}
+
+    def _delivery_cost(self, sale: str) -> dict[str, Any]:
+        """CPU per delivered order, by role, over :data:`DELIVERY_WINDOW` seconds
+        after the run: no buys arrive, the gateway delivers the backlog."""
+        window = 1.0 if self.opts.quick else DELIVERY_WINDOW
+        sampler = self.server.sampler
+        before, done = _cpu_by_role(sampler.snapshot()), self._delivered(sale)
+        started = time.monotonic()
+        time.sleep(window)  # a measurement window, not a wait for something
+        after, delivered = _cpu_by_role(sampler.snapshot()), self._delivered(sale) - done
+        spent = {role: after[role] - before.get(role, 0.0) for role in after}
+        return {
+            "seconds": round(time.monotonic() - started, 3),
+            "delivered": delivered,
+            "cpu_s": {k: round(v, 3) for k, v in spent.items()},
+        }
 
     def sold_out(self, c: int) -> None:
         sale = f"soldout-c{c}"
@@ -174,6 +274,8 @@ class GatewayScenarios:
             None if drained is None else round(time.monotonic() - started, 3)
         )
         m.extra["orders"] = self.admin.sale(sale).get("orders")
+        if drained is not None:
+            m.extra["spike_cpu_per_order"] = spike_cpu_per_order(m, self.server.sampler.snapshot())
 
     def _watch_sale(self, sale: str) -> Iterator[dict[str, Any]]:
         """While wrk runs: when did the stock reach 0 (seconds since wrk started)?"""

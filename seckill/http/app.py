@@ -82,7 +82,7 @@ def create_app(
         clients = connect(
             redis_url, pool_size=settings.redis_pool_size, timeout=settings.redis_timeout
         )
-        rt = Runtime(clients=clients, scripts=Scripts(clients))
+        rt = Runtime(clients=clients, scripts=Scripts(clients, admit_batch=settings.admit_batch))
         rt.listener = Listener(
             clients.redis,
             on_sale_changed=rt.cache.changed,

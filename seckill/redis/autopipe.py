@@ -384,6 +384,14 @@ class AutoPipeline:
             return self._routed(args, key)
         return self.execute(*args)
 
+    def flush(self) -> None:
+        """Write every command buffered so far now, instead of at the next
+        loop turn (a caller that gathered its commands for a turn already)."""
+        for node in self._nodes.values():
+            conn = node.conn
+            if conn is not None and conn.buffer:
+                conn.flush()
+
     def address_of(self, key: Arg) -> str:
         """``host:port`` of the node serving *key* as last known ("" before
         the slot map is read; the one server's address without a cluster)."""

@@ -36,6 +36,7 @@ import contextvars
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub
 from redis.asyncio.connection import SSLConnection, parse_url
@@ -152,6 +153,34 @@ _HOLDS_TURN: contextvars.ContextVar[bool] = contextvars.ContextVar("holds_turn",
 SPARE_CONNECTIONS = 8
 
 
+class _CommandsFromAnyPrimary(AsyncCommandsParser):
+    """redis-py reads the command table (COMMAND) from the slot map's first
+    primary each time it reads the slot map, and fails as a whole when that
+    primary is dead: with no replica, every command to the live primaries
+    would fail too. This one asks the primaries in turn and makes the first
+    that answers the client's default node (keyless commands go there)."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        super().__init__()
+        self._cluster = cluster
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        primaries = self._cluster.get_primaries()
+        failure: Exception = RedisConnectionError("no Redis Cluster primary answers")
+        for candidate in [node, *(p for p in primaries if p is not node)]:
+            if candidate is None:
+                continue
+            try:
+                await super().initialize(candidate)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                failure = exc
+                continue
+            if candidate is not node:
+                self._cluster.set_default_node(candidate)
+            return
+        raise failure
+
+
 class BoundedRedisCluster(RedisCluster):
     """redis-py's ``RedisCluster``, with at most *pool_size* commands (and
     pipelines) in flight: one more waits up to *wait* seconds for its turn, as
@@ -162,6 +191,7 @@ class BoundedRedisCluster(RedisCluster):
     def __init__(self, *args: Any, pool_size: int, wait: float, **kwargs: Any) -> None:
         kwargs["max_connections"] = pool_size + SPARE_CONNECTIONS
         super().__init__(*args, **kwargs)
+        self.commands_parser = _CommandsFromAnyPrimary(self)
         self._turns = asyncio.Semaphore(pool_size)
         self._wait = wait
         self._next_listener = -1
@@ -189,6 +219,12 @@ class BoundedRedisCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         taken = await self.take_turn()
         try:
+            if self._initialize:
+                # redis-py picks a command's routing before it reads the slot
+                # map: on a client that has none (new, or after a lost
+                # connection) a keyed command would go to a random primary
+                # (then MOVED), and to a dead one a third of the time
+                await self.initialize()
             return await super().execute_command(*args, **kwargs)
         except RedisClusterException as exc:
             raise _unreachable(exc) from exc

@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 import zlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
@@ -196,6 +197,41 @@ def bucket_of_user(user_id: str, buckets: int) -> int:
     return zlib.crc32(user_id.encode()) % buckets
 
 
+#: buys sent as one admit.lua call at most (``--admit-batch``; 1 = one call per buy)
+ADMIT_BATCH = 64
+
+
+class _Batch:
+    """The buys of one loop turn for one sale: admit.lua's keys and arguments,
+    and one future per buy."""
+
+    __slots__ = ("args", "fixed", "keys", "shared", "waiters")
+
+    def __init__(self, fixed: tuple[str, ...], shared: tuple[Any, ...]) -> None:
+        self.fixed = fixed
+        self.shared = shared
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+        self.waiters: list[asyncio.Future[Any]] = []
+
+    def answer(self, done: asyncio.Future[Any]) -> None:
+        """Hand the reply (one array per buy, in order) or the failure out."""
+        if done.cancelled():
+            exc: BaseException | None = RedisConnectionError("admission batch cancelled")
+        else:
+            exc = done.exception()
+        replies: list[Any] = [] if exc is not None else done.result()
+        if exc is None and len(replies) != len(self.waiters):
+            exc = ResponseError(f"admit.lua answered {len(replies)} buys of {len(self.waiters)}")
+        for i, fut in enumerate(self.waiters):
+            if fut.done():
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(replies[i])
+
+
 #: sales whose fixed keys are kept (sale ids come from the URL: bounded)
 MAX_CACHED_SALES = 10_000
 #: seconds past an admit's deadline that :meth:`Scripts._settle_admit` waits for
@@ -219,9 +255,13 @@ class Scripts:
     cancel, settle) through redis-py's ``Script``. Both reload a script on NOSCRIPT.
     """
 
-    def __init__(self, clients: RedisClients) -> None:
+    def __init__(self, clients: RedisClients, *, admit_batch: int = ADMIT_BATCH) -> None:
         redis = self._redis = clients.redis
         self._pipe = clients.pipe
+        #: buys of one sale (one slot) sent as one admit.lua call at most; 1 = no batching
+        self._batch_cap = max(1, admit_batch)
+        #: the batches being formed in this loop turn, by sale keys and shared arguments
+        self._batches: dict[tuple[Any, ...], _Batch] = {}
         self._admit: AsyncScript = redis.register_script(lua_source("admit"))
         self._sale_put: AsyncScript = redis.register_script(lua_source("sale_put"))
         self._confirm: AsyncScript = redis.register_script(lua_source("confirm"))
@@ -321,47 +361,47 @@ class Scripts:
     ) -> AdmitResult:
         """admit.lua on the keys of *owner*: the sale itself, or one of its
         bucket tags (then the order's ``sale_id`` is still *sale_id*)."""
-        sale_key, units_key, stream_key, bucket_key = self._sale_keys(owner)
+        fixed = self._sale_keys(owner)
+        sale_key = fixed[0]
         rate, burst, per_user_rate, per_user_burst = rates
         pipe = self._pipe
         if deadline_ms is None and now_ms is None:
             deadline_ms = int(pipe.redis_now_ms() + pipe.timeout * 1000)
         if idempotency_key is None:
-            # KEYS[3], KEYS[7] and KEYS[8] are only read when used; otherwise any key
-            # of the sale's slot stands in, and saves building one
+            # the idempotency keys and the user's bucket are only read when used;
+            # otherwise any key of the sale's slot stands in, and saves building one
             idem_key = legacy_key = sale_key
         else:
             idem_key = keys.idem(owner, user_id, idempotency_key)
             legacy_key = keys.legacy_idem(owner, user_id, idempotency_key)
+        buy_keys = (
+            idem_key,
+            keys.order(owner, order_id),
+            sale_key if per_user_rate == "" else keys.user_bucket(owner, user_id),
+            legacy_key,
+        )
+        buy_args = (
+            user_id,
+            quantity,
+            order_id,
+            "" if idempotency_key is None else "1",
+            "" if deadline_ms is None else deadline_ms,
+        )
+        shared = (
+            idempotency_ttl,
+            "" if now_ms is None else now_ms,
+            rate,
+            burst,
+            per_user_rate,
+            per_user_burst,
+            max_backlog,
+            sale_id,
+        )
         try:
-            reply: list[Any] = await self._run(
-                self._admit,
-                [
-                    sale_key,
-                    units_key,
-                    idem_key,
-                    keys.order(owner, order_id),
-                    stream_key,
-                    bucket_key,
-                    sale_key if per_user_rate == "" else keys.user_bucket(owner, user_id),
-                    legacy_key,
-                ],
-                [
-                    user_id,
-                    quantity,
-                    order_id,
-                    "" if idempotency_key is None else "1",
-                    idempotency_ttl,
-                    "" if now_ms is None else now_ms,
-                    rate,
-                    burst,
-                    per_user_rate,
-                    per_user_burst,
-                    max_backlog,
-                    sale_id,
-                    "" if deadline_ms is None else deadline_ms,
-                ],
-            )
+            if self._batch_cap > 1:
+                reply: list[Any] = await self._batched(fixed, shared, buy_keys, buy_args)
+            else:
+                reply = (await self._run(self._admit, [*fixed, *buy_keys], [*shared, *buy_args]))[0]
         except NotSent:
             raise
         except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -457,6 +497,86 @@ class Scripts:
             if early_ms < 0:
                 return AdmitResult(Admit.LATE, order_id)
             await asyncio.sleep(min(early_ms + 1, max(0.0, left * 1000)) / 1000)
+
+    def _batched(
+        self,
+        fixed: tuple[str, str, str, str],
+        shared: tuple[Any, ...],
+        buy_keys: tuple[str, str, str, str],
+        buy_args: tuple[Any, ...],
+    ) -> asyncio.Future[Any]:
+        """admit.lua's reply for one buy, sent with the other buys of this loop
+        turn that share its sale keys (its slot) and shared arguments: the
+        first buy of a turn opens a batch and schedules its sending for the
+        end of the turn; a batch that reaches the cap is sent at once."""
+        loop = asyncio.get_running_loop()
+        key = (fixed[0], shared)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _Batch(fixed, shared)
+            loop.call_soon(self._send_due, key, batch)
+        fut: asyncio.Future[Any] = loop.create_future()
+        batch.keys.extend(buy_keys)
+        batch.args.extend(buy_args)
+        batch.waiters.append(fut)
+        if len(batch.waiters) >= self._batch_cap:
+            del self._batches[key]
+            self._send_batch(batch)
+        return fut
+
+    def _send_due(self, key: tuple[Any, ...], batch: _Batch) -> None:
+        if self._batches.get(key) is batch:  # not sent already (full)
+            del self._batches[key]
+            self._send_batch(batch)
+
+    def _send_batch(self, batch: _Batch) -> None:
+        """One EVALSHA for the whole batch, written now (not at the next loop
+        turn); its reply is handed out buy by buy. A failure fails every buy of
+        the batch alike: NOSCRIPT (not run) is answered by loading the script
+        and sending the batch again, as for a single call (:meth:`_run`);
+        anything else is each buy's to handle (a lost connection: outcome
+        unknown, settled buy by buy — never sent again)."""
+        key_list = [*batch.fixed, *batch.keys]
+        args = [*batch.shared, *batch.args]
+        try:
+            sent = self._pipe.execute("EVALSHA", self._admit.sha, len(key_list), *key_list, *args)
+        except Exception as exc:  # not sent (a callback: nobody else would tell the buys)
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(NotSent(f"admission batch not sent: {exc}"))
+            batch.answer(failed)
+            return
+        if asyncio.isfuture(sent):
+            self._pipe.flush()
+
+            def first(done: asyncio.Future[Any]) -> None:
+                exc = None if done.cancelled() else done.exception()
+                if isinstance(exc, ResponseError) and str(exc).startswith("NOSCRIPT"):
+                    again = asyncio.ensure_future(self._reload_and_run(key_list, args))
+                    again.add_done_callback(batch.answer)
+                else:
+                    batch.answer(done)
+
+            sent.add_done_callback(first)
+        else:  # not connected yet, or a cluster: a coroutine (it follows redirections)
+            task = asyncio.ensure_future(self._after(sent, key_list, args))
+            task.add_done_callback(batch.answer)
+
+    async def _after(self, sent: Awaitable[Any], key_list: list[str], args: list[Any]) -> Any:
+        """The reply to admit.lua sent as *sent*; on NOSCRIPT (not run), as :meth:`_run`."""
+        try:
+            return await sent
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await self._reload_and_run(key_list, args)
+
+    async def _reload_and_run(self, key_list: list[str], args: list[Any]) -> Any:
+        """admit.lua was answered NOSCRIPT (not run): load it, send it again (:meth:`_run`)."""
+        try:
+            await self._load(self._admit, key_list[0])
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise NotSent(f"cannot load a script: {exc}") from exc
+        return await self._run(self._admit, key_list, args)
 
     def _sale_keys(self, sale_id: str) -> tuple[str, str, str, str]:
         """The sale's fixed keys (hash, units, stream, bucket), built once per sale."""
@@ -753,12 +873,19 @@ class Scripts:
         pending: dict[Any, Any] = await self._redis.hgetall(keys.xfer_out(owner))  # type: ignore[misc]
         now = time.time_ns() // 1_000_000
         done = 0
+        failed: list[RedisError | OSError] = []
         for xid, record in pending.items():
             dest, amount, at = _str(record).split(" ")
             if now - int(at) < min_age_ms:
                 continue
-            await self.finish(owner, dest, _str(xid), int(amount))
+            try:  # a destination on a dead primary: the others still
+                await self.finish(owner, dest, _str(xid), int(amount))
+            except (RedisError, OSError) as exc:
+                failed.append(exc)
+                continue
             done += 1
+        if failed:
+            raise failed[0]
         return done
 
     async def reconcile(self, sale_id: str, *, min_age_ms: int = 0) -> int:
@@ -768,12 +895,23 @@ class Scripts:
         tags = await self.route(sale_id)
         if tags is None:
             return 0
-        await self.propagate(sale_id)
-        done = await self.reconcile_owner(sale_id, min_age_ms=min_age_ms)
-        for tag in tags:
-            done += await self.reconcile_owner(tag, min_age_ms=min_age_ms)
+        # an owner on a dead primary does not hold up the others: each step
+        # goes on past a failing one, and the first failure is raised at the end
+        failed: list[RedisError | OSError] = []
+        try:
+            await self.propagate(sale_id)
+        except (RedisError, OSError) as exc:
+            failed.append(exc)
+        done = 0
+        for owner in (sale_id, *tags):
+            try:
+                done += await self.reconcile_owner(owner, min_age_ms=min_age_ms)
+            except (RedisError, OSError) as exc:
+                failed.append(exc)
         if done:
             log.warning("sale %s: %d interrupted stock transfer(s) finished", sale_id, done)
+        if failed:
+            raise failed[0]
         return done
 
     async def propagate(self, sale_id: str) -> None:
@@ -786,8 +924,14 @@ class Scripts:
         fields = ["cfg_v", "starts_at", "ends_at", "per_user_limit", "pay_window_s"]
         row = await self._redis.hmget(keys.sale(sale_id), fields)  # type: ignore[misc]
         cfg = ["" if x is None else _str(x) for x in row]
-        for k, tag in enumerate(tags):
-            await self._eval(self._bucket_put, [keys.sale(tag)], [sale_id, k, *cfg])
+        failed: list[RedisError | OSError] = []
+        for k, tag in enumerate(tags):  # a bucket on a dead primary: the others still
+            try:
+                await self._eval(self._bucket_put, [keys.sale(tag)], [sale_id, k, *cfg])
+            except (RedisError, OSError) as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     async def choose_tags(self, sale_id: str, buckets: int) -> list[str]:
         """Bucket tags for a new sale: on a cluster, each on a slot of its own
@@ -1136,10 +1280,16 @@ async def reconcile_forever(redis: Any, scripts: Scripts) -> None:
         await asyncio.sleep(RECONCILE_INTERVAL)
         try:
             members: set[str] = await redis.smembers(keys.SALES_INDEX)
-            for sale_id in sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)}):
-                await scripts.reconcile(sale_id, min_age_ms=RECONCILE_MIN_AGE_MS)
         except (RedisError, OSError) as exc:
             log.warning("reconciler: %s; next pass in %.0f s", exc, RECONCILE_INTERVAL)
+            continue
+        for sale_id in sorted({keys.sale_of_tag(m) for m in members if keys.is_bucket_tag(m)}):
+            try:  # one sale (or one of its primaries) down does not hold up the others
+                await scripts.reconcile(sale_id, min_age_ms=RECONCILE_MIN_AGE_MS)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "reconciler: sale %s: %s; next pass in %.0f s", sale_id, exc, RECONCILE_INTERVAL
+                )
 
 
 #: the order counters of a sale (and of each of its buckets)

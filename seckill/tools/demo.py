@@ -34,6 +34,7 @@ import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from seckill.redis.client import connect
 from seckill.tools.admin_client import AdminClientError, call
 from seckill.tools.invariants import Check, CheckError, check_sale, load_sale_orders, read_summed
 from seckill.tools.launcher import GatewayProcess, LaunchError
@@ -71,6 +72,9 @@ class DemoOptions:
     deadline: float = 120.0
     #: the sale's buckets (issue 13)
     buckets: int = 1
+    #: an existing Redis or Redis Cluster (``redis+cluster://``) instead of the
+    #: embedded server; the demo's sale has a fresh id, nothing else is touched
+    redis_url: str | None = None
 
 
 @dataclass
@@ -245,9 +249,9 @@ class Outcome:
 async def run_crowd(
     opts: DemoOptions, gateway: GatewayProcess, sale_id: str, sink_url: str, deadline: float
 ) -> Outcome:
-    redis = Redis.from_url(
-        gateway.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
-    )
+    # the gateway's own client: redis:// or, for a cluster, redis+cluster://
+    clients = connect(opts.redis_url or gateway.redis_url, pool_size=8, timeout=10)
+    redis = clients.redis
     connector = aiohttp.TCPConnector(limit=opts.concurrency)
     timeout = aiohttp.ClientTimeout(total=15)
     problem: str | None = None
@@ -292,8 +296,7 @@ async def run_crowd(
         if watching_sigterm:
             loop.remove_signal_handler(signal.SIGTERM)  # leaves SIG_DFL: put ours back
             signal.signal(signal.SIGTERM, sigterm)
-        await redis.aclose()
-        await redis.connection_pool.disconnect()
+        await clients.aclose()
 
 
 def summary(opts: DemoOptions, outcome: Outcome) -> Iterator[str]:
@@ -360,6 +363,7 @@ def run_demo(opts: DemoOptions, out: Callable[[str], None] = print) -> int:
             str(opts.processes),
             "--data-dir",
             str(data_dir),
+            *(["--redis-url", opts.redis_url] if opts.redis_url else []),
             admin_token=token,
             log_path=data_dir / "gateway.log",
         )

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from seckill.http.state import RUNTIME
 from seckill.redis import keys
@@ -548,3 +549,41 @@ async def test_scripts_lost_on_the_live_primaries_while_one_is_dead(
         local_cluster.restart(nodes[victim])
     report = await exact_books(checker().redis, sale, answers[1:])
     assert report.available == 300 - len(users) + 1
+
+
+async def test_the_reconciler_finishes_the_live_transfers_while_a_primary_is_dead(
+    cluster_client: Client,
+    cluster_clients: RedisClients,
+    local_cluster: LocalCluster,
+    checker: Callable[[], RedisClients],
+) -> None:
+    """Two refills cut after their take, one into a bucket whose primary then
+    dies, one into a live bucket: a reconciler pass finishes the live one (it
+    goes on past the dead primary, and says so by raising at the end), and
+    the dead one once its primary is back — each credited once."""
+    sale = local_cluster.sale_on(0, "rc")
+    home = local_cluster.node_of(keys.sale(sale)).index
+    await create_sale(cluster_client, sale, stock=300, buckets=3, per_user_limit=1)
+    tags, nodes = await bucket_nodes(cluster_clients, local_cluster, sale)
+    victim = next(k for k in range(3) if nodes[k] != home)
+    live = next(k for k in range(3) if nodes[k] != nodes[victim])
+    scripts = Scripts(cluster_clients)
+    assert (await scripts.take(sale, tags[victim], 10, xid="cut-dead"))[0] == 10
+    assert (await scripts.take(sale, tags[live], 10, xid="cut-live"))[0] == 10
+    local_cluster.kill(nodes[victim])
+    try:
+        clients = checker()
+        redis = clients.redis
+        # one pass raises (the dead primary) but finishes what it can
+        with pytest.raises((RedisError, OSError)):
+            await Scripts(clients).reconcile(sale)
+        assert await redis.zscore(keys.xfer_in(tags[live]), "cut-live") is not None
+        assert await redis.zscore(keys.xfer_done(sale), "cut-live") is not None
+        assert await redis.zscore(keys.xfer_done(sale), "cut-dead") is None
+    finally:
+        local_cluster.restart(nodes[victim])
+    clients = checker()
+    redis = clients.redis
+    assert await Scripts(clients).reconcile(sale) == 1
+    report = await check_buckets(redis, sale)
+    assert report.ok and report.in_flight == 0 and report.available == 300, report.problems

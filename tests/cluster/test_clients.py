@@ -210,3 +210,29 @@ async def test_noscript_on_the_primary_an_ask_leads_to(
                     c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", local_cluster.node_id(2))
             local_cluster.wait_ok()
     local_cluster.ensure_running()
+
+
+async def test_fresh_clients_serve_the_live_primaries_while_the_first_is_dead(
+    local_cluster: LocalCluster, cluster_clients: RedisClients
+) -> None:
+    """The first seed and the slot map's first primary dead (no replica):
+    new clients, and a client after a lost connection, still reach the keys
+    of the live primaries every time — redis-py alone reads its command
+    table from that primary, and routes the first command of a client with
+    no slot map to a random primary."""
+    live = next(f"k{i}" for i in range(10_000) if local_cluster.node_of(f"k{i}").index == 2)
+    dead = next(f"k{i}" for i in range(10_000) if local_cluster.node_of(f"k{i}").index == 0)
+    await cluster_clients.redis.set(live, "here")
+    local_cluster.kill(0)
+    try:
+        for _ in range(12):
+            clients = connect(local_cluster.url, timeout=2.0)
+            try:
+                assert await clients.redis.get(live) == "here"
+                with pytest.raises((ConnectionError, TimeoutError)):
+                    await clients.redis.get(dead)
+                assert await clients.redis.get(live) == "here"  # after the lost connection
+            finally:
+                await clients.aclose()
+    finally:
+        local_cluster.restart(0)

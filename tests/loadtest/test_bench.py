@@ -94,6 +94,74 @@ def test_bench_line_format() -> None:
     assert LINE_RE.match(m.line())
 
 
+def test_an_admit_line_adds_the_cpu_per_order() -> None:
+    """Additive fields (API.md §8): the five of every line first, then the CPU
+    per admitted order by role, the delivery's taken out of the run's CPU."""
+    from loadtest.bench.scenarios import cpu_per_order
+
+    result = parse_wrk_output(FAKE_WRK)
+    rows = [
+        {"pid": 1, "role": "worker", "cpu_s": 10.0},
+        {"pid": 2, "role": "redis", "cpu_s": 5.0},
+    ]
+    end = [
+        {"pid": 1, "role": "worker", "cpu_s": 10.0 + 1.2},
+        {"pid": 2, "role": "redis", "cpu_s": 5.0 + 0.5},
+    ]
+    m = Measurement("admit", 2, 64, result, 0.5, rows, end, {"total": 0}, {}, 0.0)
+    m.extra.update(server_admitted=20_000, delivered_in_run=5_000)
+    delivery = {"delivered": 10_000, "cpu_s": {"worker": 0.4, "redis": 0.1}}
+    cost = cpu_per_order(m, delivery)
+    # gateway: (1.2 s - 5000 × 40 µs) / 20000 = 50 µs; Valkey: (0.5 - 5000 × 10 µs) / 20000
+    assert (cost["gateway_us_per_admit"], cost["valkey_us_per_admit"]) == (50.0, 22.5)
+    assert (cost["delivery_gateway_us"], cost["delivery_valkey_us"]) == (40.0, 10.0)
+    assert cost["server_us_per_order"] == 122.5
+    m.extra["cpu_per_order"] = cost
+    m.ratio_to_bare = 0.5
+    line = m.line()
+    assert line.startswith(
+        "bench admit-2p-c64 rps=34113 p50_ms=1.60 p99_ms=6.61 ratio_to_bare=0.50 admits_per_s="
+    )
+    assert line.endswith(
+        " gateway_us_per_admit=50.0 valkey_us_per_admit=22.5"
+        " delivery_us_per_order=40.0/10.0 server_us_per_order=122.5"
+    )
+    assert LINE_RE.match(line)
+
+
+def test_a_spike_line_adds_the_cpu_per_unit_sold_until_drained() -> None:
+    from loadtest.bench.scenarios import spike_cpu_per_order
+
+    result = parse_wrk_output(FAKE_WRK)
+    start = [
+        {"pid": 1, "role": "supervisor", "cpu_s": 1.0},
+        {"pid": 2, "role": "worker", "cpu_s": 10.0},
+        {"pid": 3, "role": "redis", "cpu_s": 5.0},
+    ]
+    drained = [
+        {"pid": 1, "role": "supervisor", "cpu_s": 1.1},
+        {"pid": 2, "role": "worker", "cpu_s": 11.9},
+        {"pid": 3, "role": "redis", "cpu_s": 6.0},
+    ]
+    m = Measurement("mixed_spike", 2, 64, result, 0.5, start, [], {"total": 0}, {}, 0.0)
+    m.extra["server_admitted"] = 10_000
+    cost = spike_cpu_per_order(m, drained)
+    assert cost == {
+        "sold": 10_000,
+        "gateway_us_per_order": 200.0,
+        "valkey_us_per_order": 100.0,
+        "server_us_per_order": 300.0,
+    }
+    m.extra["spike_cpu_per_order"] = cost
+    m.ratio_to_bare = 0.8
+    assert m.line() == (
+        "bench mixed_spike-2p-c64 rps=34113 p50_ms=1.60 p99_ms=6.61 ratio_to_bare=0.80"
+        " sold=10000 gateway_us_per_order=200.0 valkey_us_per_order=100.0"
+        " server_us_per_order=300.0"
+    )
+    assert LINE_RE.match(m.line())
+
+
 def test_proc_readings_of_this_process_and_of_a_gone_one() -> None:
     me = memory_kb(os.getpid())
     assert me["VmHWM"] >= me["VmRSS"] > 0

@@ -304,12 +304,13 @@ async def test_a_stale_backlog_field_of_an_older_version_is_ignored(
     # The OVERLOADED reply carries n_queued, not the stale field.
     reply = await redis.eval(
         lua_source("admit"),
-        7,
-        *(keys.sale("s"), keys.units("s"), "i", keys.order("s", "s.x"), keys.stream("s")),
-        *(keys.bucket("s"), keys.user_bucket("s", "c")),
-        *("c", 1, "s.x", "", 86_400, T0, "", 0, "", 0, 2, "s"),
+        8,
+        *(keys.sale("s"), keys.units("s"), keys.stream("s"), keys.bucket("s")),
+        *("i", keys.order("s", "s.x"), keys.user_bucket("s", "c"), "i"),
+        *(86_400, T0, "", 0, "", 0, 2, "s"),
+        *("c", 1, "s.x", "", ""),
     )
-    assert reply == [Admit.OVERLOADED, 2]
+    assert reply == [[Admit.OVERLOADED, 2]]
 
 
 async def test_rate_limited_returns_refill_time(scripts: Scripts) -> None:

@@ -298,9 +298,10 @@ async def test_the_scripts_by_eval(scripts: Scripts, redis: Redis) -> None:
         lua_source("admit"),
         8,
         *[keys.sale(SALE)] * 8,
-        "u", 1, f"{SALE}.abcdefgh00000001", "", 60, "", "", 1, "", 1, 0, SALE, "",
+        60, "", "", 1, "", 1, 0, SALE,
+        "u", 1, f"{SALE}.abcdefgh00000001", "", "",
     )  # fmt: skip
-    assert reply == [12, 3, f"{SALE}/0 {SALE}/1 {SALE}/2"]
+    assert reply == [[12, 3, f"{SALE}/0 {SALE}/1 {SALE}/2"]]
     assert await redis.hgetall(keys.sale(SALE)) == before
     put = lua_source("bucket_put")
     tag = keys.sale(f"{SALE}/1")

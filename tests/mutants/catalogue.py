@@ -24,7 +24,10 @@ LUA_TESTS = (
     "tests/lua/test_repeat_buyers.py",
     "tests/lua/test_admit.py",
     "tests/lua/test_buckets.py",
+    "tests/lua/test_admit_batch.py",
 )
+#: batched admission (issue 14): the batch's own bookkeeping
+BATCH_TESTS = ("tests/lua/test_admit_batch.py",)
 OUTCOME_TESTS = ("tests/lua/test_repeat_buyers.py", "tests/lua/test_outcomes.py")
 PIPELINE_TESTS = ("tests/pipeline/test_consumer.py", "tests/pipeline/test_outcomes.py")
 INVARIANT_TESTS = ("tests/tools/test_invariants.py",)
@@ -80,7 +83,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "admit-per-user-check-deleted",
         "per-user",
-        "if held + qty > per_user_limit then\n  return {2, held}\nend\n",
+        "    if held + qty > per_user_limit then\n      results[i] = {2, held}\n      break\n"
+        "    end\n",
         "",
         LUA_TESTS,
     ),
@@ -101,8 +105,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "admit-quantity-over-limit-accepted",
         "per-user",
-        "if qty > per_user_limit then\n  return {7,",
-        "if qty > per_user_limit + 1 then\n  return {7,",
+        "if qty > per_user_limit then\n      results[i] = {7,",
+        "if qty > per_user_limit + 1 then\n      results[i] = {7,",
         LUA_TESTS,
     ),
     Mutant(
@@ -173,11 +177,42 @@ MUTANTS: list[Mutant] = [
         "if false then",
         LUA_TESTS,
     ),
+    # -- batched admission: a buy sees the buys before it in its batch ------------------
+    Mutant(
+        "admit-batch-backlog-not-carried",
+        "backlog",
+        "  n_queued = n_queued + 1\n",
+        "",
+        BATCH_TESTS,
+    ),
+    Mutant(
+        "admit-batch-sale-hash-not-written",
+        "stock",
+        "if admitted then\n  redis.call('HSET', sale_key,",
+        "if false then\n  redis.call('HSET', sale_key,",
+        BATCH_TESTS,
+    ),
+    Mutant(
+        "admit-batch-answers-shifted",
+        "stock",
+        "                fut.set_result(replies[i])",
+        "                fut.set_result(replies[-1 - i])",
+        BATCH_TESTS,
+        where=PY,
+    ),
+    Mutant(
+        "admit-batch-never-gathers",
+        "stock",
+        "        if len(batch.waiters) >= self._batch_cap:",
+        "        if len(batch.waiters) >= 1:",
+        BATCH_TESTS,
+        where=PY,
+    ),
     # -- idempotency ------------------------------------------------------------------
     Mutant(
         "admit-idempotency-key-not-stored",
         "idempotency",
-        "  redis.call('SET', idem_key, order_id, 'EX', tonumber(ARGV[5]))\n",
+        "    redis.call('SET', idem_key, order_id, 'EX', idem_ttl)\n",
         "",
         LUA_TESTS,
     ),

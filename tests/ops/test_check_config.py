@@ -71,6 +71,7 @@ def test_environment_variables_are_checked_too() -> None:
     assert result.returncode == 0, result.stderr
     settings = shown(result)
     assert (settings["log_format"], settings["role"]) == ("json", "worker")
+    assert shown(check(env={"SECKILL_ADMIT_BATCH": "1"}))["admit_batch"] == "1"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,8 @@ def test_environment_variables_are_checked_too() -> None:
         (("--log-format", "xml"), {}, "--log-format"),
         ((), {"SECKILL_LOG_FORMAT": "yaml"}, "--log-format"),
         (("--port", "http"), {}, "--port"),
+        (("--admit-batch", "0"), {}, "--admit-batch must be 1..256"),
+        ((), {"SECKILL_ADMIT_BATCH": "257"}, "--admit-batch must be 1..256"),
     ],
 )
 def test_an_invalid_configuration_is_one_line_and_exit_2(

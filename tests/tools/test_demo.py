@@ -83,3 +83,24 @@ def test_demo_on_a_sale_with_buckets() -> None:
     verdicts = dict((name, v) for v, name in re.findall(r"^  (PASS|FAIL) (\w+): ", out, re.M))
     assert set(verdicts) == {*NAMES, "buckets_conserve", "user_in_one_bucket", "bucket_counts"}
     assert set(verdicts.values()) == {"PASS"}, out
+
+
+@pytest.mark.multiprocess
+@pytest.mark.cluster
+def test_demo_on_a_redis_cluster_with_buckets(cluster_url: str) -> None:
+    code, out, err = run_demo(
+        "--stock", "60", "--customers", "300", "--processes", "2", "--buckets", "3",
+        "--redis-url", cluster_url,
+    )  # fmt: skip
+    assert code == 0, out + err
+    assert re.search(r"^  admitted\s+60 orders, 60 of 60 units$", out, re.M), out
+    assert re.search(r"^  rejected\s+sold_out 240$", out, re.M), out
+    assert "redis+cluster://" in out, out
+    verdicts = re.findall(r"^  (PASS|FAIL) (\w+): ", out, re.M)
+    assert verdicts and all(v == "PASS" for v, _ in verdicts), out
+
+
+def test_demo_refuses_a_bad_redis_url() -> None:
+    code, out, err = run_demo("--redis-url", "http://nowhere:1", timeout=60)
+    assert code == 2, out + err
+    assert err.count("\n") == 1 and "--redis-url" in err, err
