@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
@@ -48,3 +49,30 @@ def run(main: click.Command, tool: str, interrupted: str | None = None) -> None:
 def _stopped(tool: str, interrupted: str) -> NoReturn:
     click.echo(f"{tool}: {interrupted}", err=True)
     sys.exit(130)
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    # Unwind through every `finally` (everything started is stopped there); a
+    # second Ctrl-C must not cut that clean-up short, and it is bounded anyway.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def guarded(
+    run: Callable[[], int], say: Callable[[str], None], setup_error: type[Exception]
+) -> int:
+    """Run a long tool that starts servers (``loadtest.run``,
+    ``loadtest.cluster_trial``): SIGTERM and Ctrl-C unwind it (exit 130,
+    everything it started stopped on the way), a *setup_error* is one line
+    and exit 2."""
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
+    try:
+        return run()
+    except setup_error as exc:
+        say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        say("interrupted; everything it started is stopped")
+        return 130

@@ -62,6 +62,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from loadtest.cli import guarded
 from loadtest.run import Row, read_stats, summary
 from seckill.process.procs import stop_group
 from seckill.redis import keys
@@ -599,26 +600,9 @@ def _print_summary(
     print(f"logs, stats and the sink: {out}")
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    # Unwind through every `finally` (everything started is stopped there); a
-    # second Ctrl-C must not cut that clean-up short, and it is bounded anyway.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    signal.signal(signal.SIGINT, _interrupted)
-    try:
-        return run(args)
-    except SetupError as exc:
-        say(f"error: {exc}")
-        return 2
-    except KeyboardInterrupt:
-        say("interrupted; everything it started is stopped")
-        return 130
+    return guarded(lambda: run(args), say, SetupError)
 
 
 if __name__ == "__main__":
